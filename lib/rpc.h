@@ -87,15 +87,15 @@ typedef struct rpc_service_desc {
  * emitted by the stub generator for every generated .proto file.
  */
 typedef struct rpc_file_desc {
-    const char *name;                     /* "grpc/testing/test.proto" */
-    const uint8_t *data;                  /* serialized FileDescriptorProto */
-    size_t len;                           /* bytes in |data| */
-    size_t n_deps;                        /* entries in |deps| */
+    const char *name;                        /* "grpc/testing/test.proto" */
+    const uint8_t *data;                     /* serialized FileDescriptorProto */
+    size_t len;                              /* bytes in |data| */
+    size_t n_deps;                           /* entries in |deps| */
     const struct rpc_file_desc *const *deps; /* direct imports */
-    size_t n_symbols;                     /* entries in |symbols| */
-    const char *const *symbols; /* fully qualified messages, enums, services, methods, fields
-                                   of extensions ("pkg.Msg", "pkg.Svc", "pkg.Svc.Method") */
-    size_t n_extensions;                  /* entries in |extensions| */
+    size_t n_symbols;                        /* entries in |symbols| */
+    const char *const *symbols;    /* fully qualified messages, enums, services, methods, fields
+                                      of extensions ("pkg.Msg", "pkg.Svc", "pkg.Svc.Method") */
+    size_t n_extensions;           /* entries in |extensions| */
     const char *const *extensions; /* "extendee.Type:field_number" of every extension */
 } rpc_file_desc;
 
@@ -129,8 +129,8 @@ void rpc_mdlist_clear(rpc_mdlist *l);
 
 /* A final call status: code, message and trailing metadata. */
 typedef struct rpc_status {
-    int code;             /* rpc_status_code */
-    const char *message;  /* decoded grpc-message, never NULL ("" when absent) */
+    int code;                   /* rpc_status_code */
+    const char *message;        /* decoded grpc-message, never NULL ("" when absent) */
     const rpc_mdlist *trailers; /* trailing metadata (never NULL) */
 } rpc_status;
 

@@ -28,12 +28,12 @@ typedef struct rpc_channel rpc_channel;
 typedef struct rpc_ccall rpc_ccall;
 
 typedef struct rpc_channel_config {
-    size_t max_recv_message;       /* bytes, default 4 MiB: larger -> RESOURCE_EXHAUSTED */
-    uint32_t connect_timeout_ms;   /* default 20000 */
-    uint32_t backoff_initial_ms;   /* default 1000 */
-    uint32_t backoff_max_ms;       /* default 120000 */
-    uint32_t keepalive_ms;         /* PING after this much quiet, default 0 (off) */
-    const char *user_agent;        /* default "chat-rpc-c/<version>" */
+    size_t max_recv_message;     /* bytes, default 4 MiB: larger -> RESOURCE_EXHAUSTED */
+    uint32_t connect_timeout_ms; /* default 20000 */
+    uint32_t backoff_initial_ms; /* default 1000 */
+    uint32_t backoff_max_ms;     /* default 120000 */
+    uint32_t keepalive_ms;       /* PING after this much quiet, default 0 (off) */
+    const char *user_agent;      /* default "chat-rpc-c/<version>" */
 } rpc_channel_config;
 
 void rpc_channel_config_init(rpc_channel_config *cfg);
@@ -52,10 +52,10 @@ bool rpc_channel_connected(const rpc_channel *ch);
 
 /* Per-call options. Zero-initialise; all fields optional. */
 typedef struct rpc_call_opts {
-    int64_t timeout_ms;           /* sent as grpc-timeout, enforced locally too; 0 = none */
-    const rpc_mdlist *metadata;   /* request metadata (copied) */
-    const char *compression;      /* "gzip" compresses requests; NULL/"identity" does not */
-    bool wait_for_ready;          /* queue while connecting instead of failing fast */
+    int64_t timeout_ms;         /* sent as grpc-timeout, enforced locally too; 0 = none */
+    const rpc_mdlist *metadata; /* request metadata (copied) */
+    const char *compression;    /* "gzip" compresses requests; NULL/"identity" does not */
+    bool wait_for_ready;        /* queue while connecting instead of failing fast */
 } rpc_call_opts;
 
 /* Callbacks of one client call.

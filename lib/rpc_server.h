@@ -31,30 +31,30 @@ typedef struct rpc_call rpc_call;
 
 /* Server configuration. Fill with rpc_server_config_init() and override. */
 typedef struct rpc_server_config {
-    const char *host;                 /* listen address (default "0.0.0.0") */
-    uint16_t port;                    /* listen port; 0 picks one (see rpc_server_port) */
-    int workers;                      /* worker threads (default: online CPUs) */
-    size_t max_recv_message;          /* bytes, default 4 MiB: larger -> RESOURCE_EXHAUSTED */
-    size_t max_send_message;          /* bytes, default 4 MiB: larger -> handler error */
-    uint32_t max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
-    uint32_t max_header_list;         /* SETTINGS_MAX_HEADER_LIST_SIZE bytes, default 16 KiB */
-    uint32_t initial_window;          /* per-stream receive window bytes, default 1 MiB */
-    size_t stream_send_buffer;        /* bytes queued per stream before WOULDBLOCK, 1 MiB */
-    size_t conn_send_buffer;          /* bytes queued per connection before reads pause, 4 MiB */
-    uint32_t idle_timeout_ms;         /* close a connection with no streams after, 300000 */
-    uint32_t keepalive_ms;            /* PING a quiet connection after, 60000 (0 = off) */
-    uint32_t keepalive_timeout_ms;    /* close if the PING is not answered within, 20000 */
-    uint32_t drain_timeout_ms;        /* graceful shutdown: in-flight calls get this long, 10000 */
-    uint32_t max_connections;         /* per worker; further accepts are closed, 100000 */
-    uint32_t stream_reset_burst;      /* nghttp2 stream reset rate limit: burst, 1000 */
-    uint32_t stream_reset_rate;       /* ... and refill per second, 33 */
-    size_t max_continuations;         /* nghttp2 max CONTINUATION frames per header block, 8 */
-    size_t max_settings;              /* nghttp2 max SETTINGS entries per frame, 32 */
-    size_t max_outbound_ack;          /* nghttp2 max queued PING/SETTINGS ACKs, 1000 */
-    bool install_signal_handlers;     /* rpc_server_run handles SIGTERM/SIGINT, default true */
-    bool enable_reflection;           /* serve grpc.reflection.v1 and v1alpha, default true */
-    bool enable_health;               /* serve grpc.health.v1.Health, default true */
-    const char *name;                 /* service name for logs, default "rpc" */
+    const char *host;                /* listen address (default "0.0.0.0") */
+    uint16_t port;                   /* listen port; 0 picks one (see rpc_server_port) */
+    int workers;                     /* worker threads (default: online CPUs) */
+    size_t max_recv_message;         /* bytes, default 4 MiB: larger -> RESOURCE_EXHAUSTED */
+    size_t max_send_message;         /* bytes, default 4 MiB: larger -> handler error */
+    uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
+    uint32_t max_header_list;        /* SETTINGS_MAX_HEADER_LIST_SIZE bytes, default 16 KiB */
+    uint32_t initial_window;         /* per-stream receive window bytes, default 1 MiB */
+    size_t stream_send_buffer;       /* bytes queued per stream before WOULDBLOCK, 1 MiB */
+    size_t conn_send_buffer;         /* bytes queued per connection before reads pause, 4 MiB */
+    uint32_t idle_timeout_ms;        /* close a connection with no streams after, 300000 */
+    uint32_t keepalive_ms;           /* PING a quiet connection after, 60000 (0 = off) */
+    uint32_t keepalive_timeout_ms;   /* close if the PING is not answered within, 20000 */
+    uint32_t drain_timeout_ms;       /* graceful shutdown: in-flight calls get this long, 10000 */
+    uint32_t max_connections;        /* per worker; further accepts are closed, 100000 */
+    uint32_t stream_reset_burst;     /* nghttp2 stream reset rate limit: burst, 1000 */
+    uint32_t stream_reset_rate;      /* ... and refill per second, 33 */
+    size_t max_continuations;        /* nghttp2 max CONTINUATION frames per header block, 8 */
+    size_t max_settings;             /* nghttp2 max SETTINGS entries per frame, 32 */
+    size_t max_outbound_ack;         /* nghttp2 max queued PING/SETTINGS ACKs, 1000 */
+    bool install_signal_handlers;    /* rpc_server_run handles SIGTERM/SIGINT, default true */
+    bool enable_reflection;          /* serve grpc.reflection.v1 and v1alpha, default true */
+    bool enable_health;              /* serve grpc.health.v1.Health, default true */
+    const char *name;                /* service name for logs, default "rpc" */
 } rpc_server_config;
 
 /* Fills |cfg| with the defaults documented above. */
@@ -88,8 +88,7 @@ int rpc_server_add_method(rpc_server *srv, const rpc_method_desc *m, const rpc_h
 
 /* Marks |svc| as served (listed by reflection, health entry SERVING) and adds |file| and its
  * imports to the reflection index. Generated register functions call this. */
-int rpc_server_add_service(rpc_server *srv, const rpc_service_desc *svc,
-                           const rpc_file_desc *file);
+int rpc_server_add_service(rpc_server *srv, const rpc_service_desc *svc, const rpc_file_desc *file);
 
 /* Adds a file (and its imports) to the reflection index without a service. */
 int rpc_server_add_file(rpc_server *srv, const rpc_file_desc *file);
@@ -99,8 +98,7 @@ int rpc_server_add_file(rpc_server *srv, const rpc_file_desc *file);
  * the worker thread after the last connection is gone. Either may be NULL. */
 typedef void *(*rpc_worker_start_cb)(rpc_server *srv, int worker, struct event_base *base,
                                      void *user_data);
-typedef void (*rpc_worker_stop_cb)(rpc_server *srv, int worker, void *worker_data,
-                                   void *user_data);
+typedef void (*rpc_worker_stop_cb)(rpc_server *srv, int worker, void *worker_data, void *user_data);
 void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
                                  rpc_worker_stop_cb stop, void *user_data);
 
@@ -157,6 +155,14 @@ void rpc_call_set_callbacks(rpc_call *call, const rpc_call_callbacks *cb, void *
  * serialized before return; the caller keeps ownership of |msg|. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg);
 
+/* Flags for rpc_call_send_flags(). */
+enum {
+    RPC_SEND_NO_COMPRESS = 1, /* send this message uncompressed even if the call compresses */
+};
+
+/* rpc_call_send() with |flags| (RPC_SEND_*). */
+int rpc_call_send_flags(rpc_call *call, const ProtobufCMessage *msg, unsigned flags);
+
 /* True when a send would be accepted now. */
 bool rpc_call_writable(const rpc_call *call);
 
@@ -185,7 +191,7 @@ int rpc_call_add_trailing_metadata(rpc_call *call, const char *key, const void *
  * did not advertise it in grpc-accept-encoding. Returns 0 or RPC_ERR_UNSUPPORTED. */
 int rpc_call_set_compression(rpc_call *call, const char *encoding);
 
-/* The request's grpc-encoding was not identity (for tests that check compression). */
+/* True when the last request message received had the compressed flag set. */
 bool rpc_call_request_compressed(const rpc_call *call);
 
 /* Absolute deadline in CLOCK_MONOTONIC ms, or 0 when the client set none. */

@@ -149,8 +149,8 @@ int rpc_frame_message(const ProtobufCMessage *msg, bool gzip, size_t max_len, ui
     return rv;
 }
 
-int rpc_decode_message(const ProtobufCMessageDescriptor *desc, bool compressed,
-                       const uint8_t *data, size_t len, size_t max_len, ProtobufCMessage **out)
+int rpc_decode_message(const ProtobufCMessageDescriptor *desc, bool compressed, const uint8_t *data,
+                       size_t len, size_t max_len, ProtobufCMessage **out)
 {
     uint8_t *plain = NULL;
     size_t plen = 0;
@@ -427,8 +427,7 @@ bool rpc_md_key_valid(const char *key, bool user)
         return false;
     for (const char *p = key; *p; p++) {
         char c = *p;
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_' || c == '.' ||
-              c == '-'))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_' || c == '.' || c == '-'))
             return false;
     }
     if (user && strncmp(key, "grpc-", 5) == 0)

@@ -23,13 +23,13 @@
 typedef int (*rpc_deframer_cb)(bool compressed, const uint8_t *data, size_t len, void *user_data);
 
 typedef struct rpc_deframer {
-    size_t max_len;         /* largest accepted message length (checked before allocating) */
+    size_t max_len;                /* largest accepted message length (checked before allocating) */
     uint8_t hdr[RPC_FRAME_HEADER]; /* header bytes collected so far */
-    size_t hdr_got;         /* bytes of |hdr| filled */
-    uint8_t *buf;           /* message body being collected (owned) */
-    size_t len;             /* length announced by the header */
-    size_t got;             /* bytes of the body collected */
-    bool in_body;           /* header complete, collecting body */
+    size_t hdr_got;                /* bytes of |hdr| filled */
+    uint8_t *buf;                  /* message body being collected (owned) */
+    size_t len;                    /* length announced by the header */
+    size_t got;                    /* bytes of the body collected */
+    bool in_body;                  /* header complete, collecting body */
 } rpc_deframer;
 
 void rpc_deframer_init(rpc_deframer *d, size_t max_len);
@@ -59,8 +59,8 @@ int rpc_frame_bytes(const uint8_t *data, size_t len, bool gzip, size_t max_len, 
 /* Decodes one deframed message: gunzips when |compressed| (RPC_ERR_TOO_LARGE past |max_len|,
  * RPC_ERR_PROTO for bad gzip) and unpacks it with |desc| (RPC_ERR_PROTO when unparsable).
  * *out is freed with protobuf_c_message_free_unpacked(*out, NULL). */
-int rpc_decode_message(const ProtobufCMessageDescriptor *desc, bool compressed,
-                       const uint8_t *data, size_t len, size_t max_len, ProtobufCMessage **out);
+int rpc_decode_message(const ProtobufCMessageDescriptor *desc, bool compressed, const uint8_t *data,
+                       size_t len, size_t max_len, ProtobufCMessage **out);
 
 /* --- gzip ---------------------------------------------------------------------------------- */
 
