@@ -32,7 +32,7 @@ void emit_client_common_source(const emit_file *ef, buf *c)
              "    bool muted;      /* the stub returned an error: no more callbacks */\n"
              "} stub_ccall;\n"
              "\n"
-             "static const rpc_call_opts stub_no_opts;\n"
+             "static const rpc_call_opts stub_no_opts = {0};\n"
              "\n"
              "static void stub_on_headers(rpc_ccall *call, const rpc_mdlist *md, void "
              "*user_data)\n"

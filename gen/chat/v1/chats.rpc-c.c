@@ -1713,7 +1713,7 @@ typedef struct stub_ccall {
     bool muted;      /* the stub returned an error: no more callbacks */
 } stub_ccall;
 
-static const rpc_call_opts stub_no_opts;
+static const rpc_call_opts stub_no_opts = {0};
 
 static void stub_on_headers(rpc_ccall *call, const rpc_mdlist *md, void *user_data)
 {
