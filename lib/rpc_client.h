@@ -80,8 +80,14 @@ int rpc_ccall_start(rpc_ccall **out, rpc_channel *ch, const rpc_method_desc *m,
  * limit up to the HTTP/2 flow-control window; check rpc_ccall_pending_bytes() to pace. */
 int rpc_ccall_send(rpc_ccall *call, const ProtobufCMessage *msg);
 
-/* Sends a raw, already-serialized message (for tests of malformed input). */
+/* Sends a raw, already-serialized message (for tests of malformed input). It is compressed like
+ * rpc_ccall_send() messages when the call compresses. */
 int rpc_ccall_send_raw(rpc_ccall *call, const uint8_t *data, size_t len);
+
+/* Like rpc_ccall_send(), but |compress| decides for this one message: false sends it with the
+ * compressed flag clear even on a call started with compression "gzip" (gRPC allows mixing per
+ * message); true on a call without compression is RPC_ERR_INVALID (no grpc-encoding was sent). */
+int rpc_ccall_send_ex(rpc_ccall *call, const ProtobufCMessage *msg, bool compress);
 
 /* Half-closes: no more requests (END_STREAM). */
 int rpc_ccall_close_send(rpc_ccall *call);
@@ -94,6 +100,9 @@ size_t rpc_ccall_pending_bytes(const rpc_ccall *call);
 
 /* Response header value (initial metadata or trailers) of |key|, or NULL; for tests. */
 const char *rpc_ccall_response_header(const rpc_ccall *call, const char *key);
+
+/* Only inside on_message: true when that message arrived with the compressed flag set. */
+bool rpc_ccall_message_compressed(const rpc_ccall *call);
 
 /* Blocking helper for tools and tests, NOT for services: runs |base| until |*done| becomes
  * true or |timeout_ms| passes. Returns 0, or -ETIMEDOUT. */
