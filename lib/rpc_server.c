@@ -223,6 +223,12 @@ void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
     srv->worker_hook_data = user_data;
 }
 
+void rpc_server_set_main_hook(rpc_server *srv, rpc_main_start_cb start, void *user_data)
+{
+    srv->main_start = start;
+    srv->main_hook_data = user_data;
+}
+
 int rpc__health_get(rpc_server *srv, const char *service)
 {
     int st = -1;
@@ -386,7 +392,7 @@ static void *worker_main(void *arg)
     if (srv->worker_start)
         w->worker_data = srv->worker_start(srv, w->index, w->base, srv->worker_hook_data);
     event_add(w->accept_ev, NULL);
-    event_base_loop(w->base, 0);
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     rpc__conns_close_all(w);
     if (srv->worker_stop)
         srv->worker_stop(srv, w->index, w->worker_data, srv->worker_hook_data);
@@ -436,8 +442,8 @@ int rpc_server_start(rpc_server *srv)
             abort();
         }
     }
-    log_info("%s: serving gRPC on %s:%u with %d worker(s)", srv->cfg.name, srv->cfg.host,
-             (unsigned)srv->port, srv->n_workers);
+    log_info("serving gRPC on %s:%u with %d worker(s)", srv->cfg.host, (unsigned)srv->port,
+             srv->n_workers);
     return 0;
 fail:
     for (int i = 0; i < srv->n_workers; i++) {
@@ -471,8 +477,8 @@ static void begin_drain(rpc_server *srv)
     if (srv->draining)
         return;
     srv->draining = true;
-    log_info("%s: draining: health NOT_SERVING, GOAWAY sent, in-flight calls get %u ms",
-             srv->cfg.name, srv->cfg.drain_timeout_ms);
+    log_info("draining: health NOT_SERVING, GOAWAY sent, in-flight calls get %u ms",
+             srv->cfg.drain_timeout_ms);
     set_all_health(srv, 2);
     notify_workers(srv, RPC__NOTIFY_DRAIN);
     struct timeval tv = {srv->cfg.drain_timeout_ms / 1000,
@@ -484,7 +490,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     rpc_server *srv = arg;
-    log_info("%s: got %s", srv->cfg.name, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_info("got %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     begin_drain(srv);
 }
 
@@ -506,7 +512,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     rpc_server *srv = arg;
-    log_warn("%s: drain deadline passed: cancelling the calls still running", srv->cfg.name);
+    log_warn("drain deadline passed: cancelling the calls still running");
     notify_workers(srv, RPC__NOTIFY_STOP);
 }
 
@@ -526,9 +532,11 @@ int rpc_server_run(rpc_server *srv)
     }
     /* A persistent event with no fd never fires by itself; it keeps the loop alive. */
     event_add(srv->main_notify, NULL);
+    if (srv->main_start)
+        srv->main_start(srv, srv->main_base, srv->main_hook_data);
     if (atomic_load(&srv->shutdown_requested))
         begin_drain(srv);
-    event_base_dispatch(srv->main_base);
+    event_base_loop(srv->main_base, EVLOOP_NO_EXIT_ON_EMPTY);
     for (int i = 0; i < srv->n_workers; i++)
         pthread_join(srv->workers[i].thread, NULL);
     for (int i = 0; i < srv->n_workers; i++) {
@@ -549,7 +557,7 @@ int rpc_server_run(rpc_server *srv)
     srv->main_notify = NULL;
     event_base_free(srv->main_base);
     srv->main_base = NULL;
-    log_info("%s: stopped", srv->cfg.name);
+    log_info("server stopped");
     return 0;
 }
 

@@ -102,6 +102,11 @@ typedef void (*rpc_worker_stop_cb)(rpc_server *srv, int worker, void *worker_dat
 void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
                                  rpc_worker_stop_cb stop, void *user_data);
 
+/* Called on the main thread from rpc_server_run() once the main loop exists and the workers
+ * are serving, e.g. to start a metrics HTTP server on |base|. */
+typedef void (*rpc_main_start_cb)(rpc_server *srv, struct event_base *base, void *user_data);
+void rpc_server_set_main_hook(rpc_server *srv, rpc_main_start_cb start, void *user_data);
+
 /* Binds and listens (one socket per worker with SO_REUSEPORT) and starts the worker threads.
  * Returns 0 or -errno. */
 int rpc_server_start(rpc_server *srv);

@@ -87,6 +87,8 @@ struct rpc_server {
     rpc_worker_start_cb worker_start; /* hooks */
     rpc_worker_stop_cb worker_stop;
     void *worker_hook_data;
+    rpc_main_start_cb main_start; /* main-loop hook */
+    void *main_hook_data;
 };
 
 /* Registry lookup by :path (NULL if absent). */
