@@ -595,8 +595,9 @@ service_binary() {
 
 # start_service DIR NAME PORT METRICS_PORT [ARGS...]: start service NAME
 # (svc-chats, svc-messaging, ...) with `--port PORT --metrics-port METRICS_PORT
-# ARGS...` and the current environment plus PORT and METRICS_PORT (PG_URL,
-# REDIS_URL, KAFKA_BROKERS as exported by the start_* functions). Its pid name
+# ARGS...` and the current environment plus PORT, METRICS_PORT and HOST
+# (listen address: $SERVICE_HOST, default 127.0.0.1), and PG_URL, REDIS_URL,
+# KAFKA_BROKERS as exported by the start_* functions. Its pid name
 # and log are NAME-PORT (so several instances can run), its log
 # DIR/logs/NAME-PORT.log. Waits for grpc.health.v1 SERVING (wait_grpc_health).
 # Returns 2 without starting anything when the binary is not built.
@@ -611,7 +612,7 @@ start_service() {
     if pid_alive "$dir" "$name-$port"; then
         stack_log "$name already running on port $port"
     else
-        PORT=$port METRICS_PORT=$mport stack__spawn "$dir" "$name-$port" \
+        HOST=${SERVICE_HOST:-127.0.0.1} PORT=$port METRICS_PORT=$mport stack__spawn "$dir" "$name-$port" \
             "$dir/logs/$name-$port.log" "$bin" --port "$port" --metrics-port "$mport" "$@" ||
             return 1
     fi

@@ -173,8 +173,9 @@ cmd_up() {
     local first=""
     for s in "${SERVICES[@]}"; do
         if [[ ${state[$s]} == SERVING ]]; then
-            printf '  %-14s 127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics  SERVING\n' \
-                "$s" "${SVC_PORT[$s]}" "${SVC_METRICS[$s]}"
+            local m="metrics http://127.0.0.1:${SVC_METRICS[$s]}/metrics"
+            port_open "${SVC_METRICS[$s]}" || m="metrics port ${SVC_METRICS[$s]}: not open"
+            printf '  %-14s 127.0.0.1:%s  SERVING  %s\n' "$s" "${SVC_PORT[$s]}" "$m"
             first=${first:-${SVC_PORT[$s]}}
         else
             printf '  %-14s %s\n' "$s" "${state[$s]}"
