@@ -7,7 +7,7 @@
 #   bin/grpc-interop-client     go install google.golang.org/grpc/interop/client
 #   bin/grpc-interop-server     go install google.golang.org/grpc/interop/server
 #   bin/buf                     npm @bufbuild/buf
-#   venv/                       pip grpcio, grpcio-tools, grpcio-health-checking,
+#   venv/                       pip grpcio, grpcio-tools, grpcio-health-checking, h2,
 #                               grpcio-reflection (venv/bin/python3)
 #
 # Idempotent: a tool whose pinned version is already installed is skipped.
@@ -27,6 +27,7 @@ GRPC_GO_VERSION=v1.85.0 # grpc-go interop client and server
 BUF_VERSION=1.75.0
 GRPCIO_VERSION=1.85.1 # grpcio, grpcio-tools, grpcio-health-checking, grpcio-reflection
 PROTOBUF_PY_VERSION=7.36.2
+H2_VERSION=4.4.1 # h2 + hpack: raw HTTP/2 frames in tests/integration/bad_input_test.py
 
 CHAT_CACHE=${CHAT_CACHE:-$HOME/.cache/chat-backend}
 TOOLS_DIR=${CHAT_TOOLS_DIR:-$CHAT_CACHE/tools}
@@ -51,6 +52,7 @@ grpc-go-interop $GRPC_GO_VERSION
 buf $BUF_VERSION
 grpcio $GRPCIO_VERSION
 protobuf-python $PROTOBUF_PY_VERSION
+h2 $H2_VERSION
 EOF
     exit 0
     ;;
@@ -124,6 +126,11 @@ if ! stamped "grpcio@$GRPCIO_VERSION" || [[ ! -x "$TOOLS_DIR/venv/bin/python3" ]
         "protobuf==$PROTOBUF_PY_VERSION"
     stamp "grpcio@$GRPCIO_VERSION"
 fi
+if ! stamped "h2@$H2_VERSION"; then
+    log "pip install h2==$H2_VERSION"
+    "$TOOLS_DIR/venv/bin/python3" -m pip install -q --disable-pip-version-check "h2==$H2_VERSION"
+    stamp "h2@$H2_VERSION"
+fi
 
 # --- verify: every tool runs and is the pinned version ---------------------
 check_go_mod() { # BINARY MODULE VERSION
@@ -143,7 +150,7 @@ check_go_mod() { # BINARY MODULE VERSION
     [[ "$got" == "$BUF_VERSION" ]] || die "buf is $got, expected $BUF_VERSION"
     echo "buf $got"
     "$TOOLS_DIR/venv/bin/python3" - <<'EOF' || die "python grpc modules do not import"
-import grpc, grpc_tools, google.protobuf
+import grpc, grpc_tools, google.protobuf, h2, hpack
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 print("python-grpcio", grpc.__version__, "protobuf", google.protobuf.__version__)
