@@ -207,6 +207,11 @@ static out_stream *out_stream_get(rpc_call *call)
     s->cap = 16;
     s->q = mem_calloc(s->cap, sizeof(*s->q));
     s->timer = evtimer_new(rpc_call_base(call), on_interval, s);
+    /* grpc-encoding goes out with the response headers, before the first response, but a later
+     * request of a bidi call may still ask for a compressed response: announce gzip up front
+     * (ignored when the client does not accept it) and choose per message with
+     * RPC_SEND_NO_COMPRESS. */
+    rpc_call_set_compression(call, "gzip");
     rpc_call_set_data(call, s, out_stream_free);
     const rpc_call_callbacks cb = {.on_cancel = on_cancel, .on_writable = on_writable};
     rpc_call_set_callbacks(call, &cb, s);
@@ -238,8 +243,6 @@ static bool out_enqueue(out_stream *s, const Grpc__Testing__StreamingOutputCallR
             s->cap *= 2;
         }
         bool compressed = rp->compressed && rp->compressed->value;
-        if (compressed)
-            rpc_call_set_compression(s->call, "gzip");
         s->q[(s->head + s->n) % s->cap] =
             (pending){.size = rp->size, .interval_us = rp->interval_us, .compressed = compressed};
         s->n++;
