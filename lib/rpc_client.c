@@ -1054,6 +1054,14 @@ static void conn_goaway(cconn *conn, int32_t last_id, uint32_t error_code)
     rpc_channel *ch = conn->ch;
     log_debug("rpc client: %s: GOAWAY last_stream_id=%d error=%s", ch->target, (int)last_id,
               nghttp2_http2_strerror(error_code));
+    if (conn->state == CONN_HANDSHAKE) {
+        /* Refused before it was ever ready: a failed attempt, so the backoff applies. */
+        char why[160];
+        snprintf(why, sizeof(why), "%s refused the connection (GOAWAY %s)", ch->target,
+                 nghttp2_http2_strerror(error_code));
+        conn_fail(conn, why);
+        return;
+    }
     if (conn->state == CONN_READY || conn->state == CONN_HANDSHAKE)
         conn->state = CONN_DRAINING;
     if (ch->conn == conn) {
@@ -1094,8 +1102,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         conn_goaway(conn, frame->goaway.last_stream_id, frame->goaway.error_code);
         break;
     case NGHTTP2_PING:
-        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && conn->ping_outstanding) {
             conn->ping_outstanding = false;
+            timer_arm(conn->timer, conn->ch->cfg.keepalive_ms); /* was waiting for the ACK */
+        }
         break;
     case NGHTTP2_HEADERS:
         call = stream_call(ng, frame->hd.stream_id);
@@ -1137,7 +1147,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         if (n > 0) {
             conn->last_read_ms = now_ms();
             ssize_t rv = nghttp2_session_mem_recv(conn->ng, buf, (size_t)n);
-            if (conn->state == CONN_DEAD)
+            if (conn->state == CONN_DEAD || ch->free_pending)
                 break;
             if (rv < 0) {
                 char why[128];

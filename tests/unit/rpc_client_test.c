@@ -100,6 +100,7 @@ typedef struct peer {
     int nconns;
     int held_fds[8];   /* PEER_SILENT/unused fds kept open */
     answer_fn answer;  /* PEER_H2 behaviour */
+    int pings;         /* PINGs received (not ACKs) */
     bool answer_early; /* answer on the request headers instead of END_STREAM */
 } peer;
 
@@ -171,6 +172,8 @@ static int p_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void
 {
     (void)ng;
     pconn *pc = ud;
+    if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        pc->p->pings++;
     pstream *st = pc_stream(pc, frame->hd.stream_id, false);
     if (st == NULL)
         return 0;
@@ -908,6 +911,61 @@ static void test_goaway_moves_to_new_connection(void **state)
     resp_body = NULL;
 }
 
+static void answer_and_goaway(pconn *pc, pstream *st)
+{
+    resp_headers = grpc_headers;
+    resp_trailers = ok_trailers;
+    if (pc->p->nconns == 1)
+        nghttp2_submit_goaway(pc->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR, NULL, 0);
+    answer_scripted(pc, st);
+}
+
+static void test_goaway_lets_processed_calls_finish(void **state)
+{
+    fixture *f = *state;
+    start_peer(f, PEER_H2, answer_and_goaway);
+    f->p.answer_early = true; /* GOAWAY while the client's stream is still open */
+    open_channel(f, peer_target(&f->p), NULL);
+    resp_body = framed_response(7, false, &resp_len);
+    rec r = {0};
+    rpc_ccall *call = NULL;
+    assert_int_equal(rpc_ccall_start(&call, f->ch, &m_bidi, NULL, &rcb, &r), 0);
+    for (int i = 0; i < 200 && r.headers == 0 && !r.done; i++)
+        run_for(f, 10);
+    assert_int_equal(r.headers, 1);
+    /* A new call while the old connection drains goes to a new connection. */
+    rec r2 = {0};
+    f->p.answer_early = false;
+    unary(f, NULL, &r2);
+    assert_int_equal(rpc_run_until(f->base, &r2.done, 5000), 0);
+    assert_int_equal(r2.code, RPC_STATUS_OK);
+    assert_int_equal(f->p.nconns, 2);
+    assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
+    assert_int_equal(r.code, RPC_STATUS_OK); /* stream 1 <= last_stream_id: it completed */
+    free(resp_body);
+    resp_body = NULL;
+}
+
+static void test_keepalive_pings(void **state)
+{
+    fixture *f = *state;
+    start_peer(f, PEER_H2, never_answer);
+    rpc_channel_config cfg;
+    rpc_channel_config_init(&cfg);
+    cfg.keepalive_ms = 100;
+    open_channel(f, peer_target(&f->p), &cfg);
+    rec r = {0};
+    rpc_call_opts opts = {.timeout_ms = 700};
+    unary(f, &opts, &r);
+    assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
+    assert_int_equal(r.code, RPC_STATUS_DEADLINE_EXCEEDED);
+    /* ~600 ms connected and one PING per 100 ms of silence (PING ACKs count as traffic, so
+     * about one per 100-200 ms). */
+    assert_true(f->p.pings >= 2);
+    assert_true(f->p.pings <= 8);
+    assert_true(rpc_channel_connected(f->ch)); /* the PINGs were answered: still connected */
+}
+
 static void test_backoff_timing(void **state)
 {
     fixture *f = *state;
@@ -930,7 +988,7 @@ static void test_backoff_timing(void **state)
     for (int i = 1; i < f->p.naccepts && i < 32; i++) {
         int64_t gap = f->p.accepts[i] - f->p.accepts[i - 1];
         double jitter = i == 1 ? 0 : 0.2;
-        double lo = nominal * (1 - jitter) - 10, hi = nominal * (1 + jitter) + 60;
+        double lo = nominal * (1 - jitter) - 25, hi = nominal * (1 + jitter) + 100;
         if (gap < lo || gap > hi)
             fail_msg("attempt %d came %lld ms after the previous one, want %.0f..%.0f", i + 1,
                      (long long)gap, lo, hi);
@@ -989,6 +1047,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_and_unparsable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_moves_to_new_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goaway_lets_processed_calls_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_pings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff_timing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_channel_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_after_close, setup, teardown),
