@@ -289,16 +289,27 @@ int rpc_timeout_parse(const char *s, size_t len, int64_t *ms)
     return 0;
 }
 
+/* Divides rounding up (a deadline is never shortened), for v >= 0 without overflow. */
+static int64_t div_up(int64_t v, int64_t d)
+{
+    return v / d + (v % d != 0);
+}
+
 void rpc_timeout_format(int64_t ms, char *buf, size_t buflen)
 {
+    /* At most 8 digits on the wire: the smallest unit whose rounded-up value fits. */
+    const int64_t max = 99999999;
     if (ms < 1)
         ms = 1;
-    if (ms < 100000000)
+    int64_t s = div_up(ms, 1000), m = div_up(s, 60), h = div_up(m, 60);
+    if (ms <= max)
         snprintf(buf, buflen, "%lldm", (long long)ms);
-    else if (ms / 1000 < 100000000)
-        snprintf(buf, buflen, "%lldS", (long long)((ms + 999) / 1000));
+    else if (s <= max)
+        snprintf(buf, buflen, "%lldS", (long long)s);
+    else if (m <= max)
+        snprintf(buf, buflen, "%lldM", (long long)m);
     else
-        snprintf(buf, buflen, "%lldH", (long long)(ms / 3600000 + 1));
+        snprintf(buf, buflen, "%lldH", (long long)(h <= max ? h : max)); /* ~11000 years */
 }
 
 char *rpc_percent_encode(const char *s)

@@ -119,6 +119,27 @@ static void test_timeout(void **state)
     assert_int_equal(ms, 250);
 }
 
+/* Found by tests/fuzz/fuzz_percent_timeout_base64: large timeouts were formatted with more
+ * than the 8 digits grpc-timeout allows, which a peer must reject. */
+static void test_timeout_format_at_most_8_digits(void **state)
+{
+    (void)state;
+    const int64_t cap = INT64_C(100) * 365 * 24 * 3600 * 1000;
+    const int64_t cases[] = {1,           99999999,        100000000,     99999999001,
+                             99999999999, 99999999999 + 1, 5999999940000, 6000000000001,
+                             cap,         INT64_MAX};
+    char buf[16];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t ms = -1;
+        rpc_timeout_format(cases[i], buf, sizeof(buf));
+        assert_true(strlen(buf) <= 9);
+        assert_int_equal(rpc_timeout_parse(buf, strlen(buf), &ms), 0);
+        assert_true(ms >= (cases[i] < cap ? cases[i] : cap));
+    }
+    rpc_timeout_format(99999999001, buf, sizeof(buf));
+    assert_string_equal(buf, "1666667M"); /* was "100000000S" */
+}
+
 static void test_percent(void **state)
 {
     (void)state;
@@ -181,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_deframer_limit_before_alloc),
         cmocka_unit_test(test_gzip_roundtrip_and_bomb),
         cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_timeout_format_at_most_8_digits),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_mdlist),
