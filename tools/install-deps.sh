@@ -30,6 +30,8 @@ PACKAGES=(
     openjdk-17-jre-headless maven
     # test drivers and helpers
     python3 python3-pip python3-venv curl jq iproute2 procps util-linux
+    # librdkafka-based Kafka CLI (produce, consume, metadata) for debugging and tests
+    kcat
 )
 
 # Commands that may come from outside Debian on a given machine (the image may

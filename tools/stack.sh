@@ -99,6 +99,9 @@ cmd_up() {
         shift
     done
     [[ ${SKIP_BUILD:-0} == 1 ]] && build=0
+    if [[ -s "$STATE_DIR/kafka/nbrokers" && $(cat "$STATE_DIR/kafka/nbrokers") != "$KAFKA_NBROKERS" ]]; then
+        die "$STATE_DIR holds a $(cat "$STATE_DIR/kafka/nbrokers")-broker Kafka; to change to $KAFKA_NBROKERS: tools/stack.sh down --wipe, then up again"
+    fi
     mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
 
     if [[ ${SKIP_DEPS:-0} != 1 ]]; then
