@@ -5,16 +5,37 @@
 # pieces on per-test ports in temp dirs:
 #
 #   source "$SOURCE_DIR/tools/stack-lib.sh"
-#   dir=$(mktemp -d); trap 'stop_all "$dir"' EXIT
+#   dir=$(mktemp -d); trap 'stack_cleanup "$dir"' EXIT
 #   start_pg "$dir" "$(free_port)"          # exports PG_URL PG_PORT ...
 #   start_redis "$dir" "$(free_port)"       # exports REDIS_URL REDIS_PORT
 #   start_kafka "$dir" "$(free_port 6)" 3   # exports KAFKA_BROKERS; creates chat.events
 #   start_service "$dir" svc-chats "$(free_port)" "$(free_port)"
 #
+# Functions (DIR is the per-test state folder):
+#   free_port [N]                       a free port (N consecutive free ports)
+#   start_pg DIR PORT / stop_pg DIR
+#   start_redis DIR PORT / stop_redis DIR
+#   start_kafka DIR PORT [NBROKERS] / stop_kafka DIR
+#   kill_kafka_broker DIR I [SIGNAL]    crash (KILL, default) or stop broker I
+#   start_kafka_broker DIR I            restart broker I, wait until it is up
+#   kafka_leader DIR TOPIC PARTITION    node id of the partition's leader
+#   kafka_create_topic NAME PARTITIONS [RF] [MIN_ISR]
+#   kafka_tool CLASS ARGS...            run a Kafka CLI class from the jars
+#   start_service DIR NAME PORT METRICS_PORT [ARGS...] / stop_service DIR NAME PORT [SIGNAL]
+#   grpc_health ADDR [SERVICE]          print SERVING / NOT_SERVING / ...
+#   wait_grpc_health ADDR [TIMEOUT] [SERVICE]
+#   stop_pid DIR NAME [SIGNAL] [TIMEOUT], pid_alive DIR NAME
+#   stop_all DIR                        stop everything started in DIR
+#   stack_cleanup DIR                   stop_all, then delete DIR
+#   stack_status DIR
+#
 # Every start_* returns 0 once its server is ready, non-zero (after printing
-# the tail of its log) if it is not. Processes run in their own session
-# (setsid), so they outlive the caller: always pair with stop_all. Pid files
-# live in DIR/pids, logs in DIR/logs. Nothing here calls `exit`.
+# the tail of its log) if it is not; start_service returns 2 when the binary
+# is not built. Processes run in their own session (setsid), so they outlive
+# the caller: always pair with stop_all or stack_cleanup. Pid files live in
+# DIR/pids (NAME.pid: redis, kafka-I, svc-x-PORT), logs in DIR/logs. Nothing
+# here calls `exit`; nothing needs more than bash, coreutils, ss and the
+# servers' own clients.
 #
 # Environment (read):
 #   CHAT_SOURCE_DIR   repo root (default: the parent of this file's folder)
@@ -74,14 +95,26 @@ stack__tail() {
 
 # free_port [N]: print a port P such that P..P+N-1 are all free on 127.0.0.1
 # (N defaults to 1). Picked at random in 20000-32000, below Linux's ephemeral
-# range, so parallel tests rarely collide.
+# range. Each port handed out is reserved for 10 minutes (a folder in
+# ${TMPDIR:-/tmp}/chat-ports), so back-to-back calls and parallel tests do not
+# get the same port before anything listens on it.
 free_port() {
-    local n=${1:-1} p i busy tries
+    local n=${1:-1} p i busy tries res=${TMPDIR:-/tmp}/chat-ports
+    mkdir -p "$res"
+    find "$res" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + 2>/dev/null || true
     for ((tries = 0; tries < 200; tries++)); do
         p=$((20000 + RANDOM % (12000 - n)))
         busy=0
         for ((i = 0; i < n; i++)); do
-            if [[ -n $(ss -Htln "sport = :$((p + i))" 2>/dev/null) ]]; then
+            if [[ -e "$res/$((p + i))" || -n $(ss -Htln "sport = :$((p + i))" 2>/dev/null) ]]; then
+                busy=1
+                break
+            fi
+        done
+        ((busy == 0)) || continue
+        for ((i = 0; i < n; i++)); do
+            if ! mkdir "$res/$((p + i))" 2>/dev/null; then # lost a race: undo, retry
+                while ((--i >= 0)); do rmdir "$res/$((p + i))"; done
                 busy=1
                 break
             fi
