@@ -946,6 +946,49 @@ static void test_goaway_lets_processed_calls_finish(void **state)
     resp_body = NULL;
 }
 
+static bool lost_answer_ok;
+
+static void answer_when_allowed(pconn *pc, pstream *st)
+{
+    if (!lost_answer_ok)
+        return;
+    resp_headers = grpc_headers;
+    resp_trailers = ok_trailers;
+    answer_scripted(pc, st);
+}
+
+static void test_connection_lost_then_reconnect(void **state)
+{
+    fixture *f = *state;
+    start_peer(f, PEER_H2, answer_when_allowed);
+    open_channel(f, peer_target(&f->p), NULL);
+    resp_body = framed_response(3, false, &resp_len);
+    lost_answer_ok = false;
+    rec r = {0};
+    unary(f, NULL, &r);
+    for (int i = 0; i < 200 && (f->p.nconns == 0 || f->p.conns[0]->nstreams == 0); i++)
+        run_for(f, 10);
+    assert_true(rpc_channel_connected(f->ch));
+    /* The server goes away without GOAWAY: the call in flight fails UNAVAILABLE. */
+    pconn *pc = f->p.conns[0];
+    shutdown(pc->fd, SHUT_RDWR);
+    event_del(pc->ev);
+    assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
+    assert_int_equal(r.code, RPC_STATUS_UNAVAILABLE);
+    assert_false(rpc_channel_connected(f->ch));
+    /* The connection had been READY, so the next call reconnects at once (no backoff). */
+    lost_answer_ok = true;
+    rec r2 = {0};
+    int64_t t0 = now_ms();
+    unary(f, NULL, &r2);
+    assert_int_equal(rpc_run_until(f->base, &r2.done, 5000), 0);
+    assert_int_equal(r2.code, RPC_STATUS_OK);
+    assert_true(now_ms() - t0 < 500);
+    assert_int_equal(f->p.nconns, 2);
+    free(resp_body);
+    resp_body = NULL;
+}
+
 static void test_keepalive_pings(void **state)
 {
     fixture *f = *state;
@@ -1049,6 +1092,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goaway_moves_to_new_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goaway_lets_processed_calls_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_pings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_lost_then_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff_timing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_channel_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_after_close, setup, teardown),
