@@ -976,8 +976,9 @@ static void conn_fail(cconn *conn, const char *why)
 
     char msg[sizeof(ch->last_error)];
     snprintf(msg, sizeof(msg), "%s", why);
-    bool attempt_failed = was < CONN_READY;
-    if (ch->conn == conn) {
+    bool current = ch->conn == conn;
+    bool attempt_failed = current && was < CONN_READY;
+    if (current) {
         ch->conn = NULL;
         if (attempt_failed) {
             snprintf(ch->last_error, sizeof(ch->last_error), "%s", msg);
