@@ -1,0 +1,411 @@
+#!/usr/bin/env bash
+# bench/run.sh: our gRPC server against grpc C++ (and grpc-go) on the same
+# methods, the same client, the same pinning. Numbers, not pass/fail.
+#
+#   bench/run.sh                 full run (10 s per measurement, 3 rounds, 1,000 and 10,000
+#                                idle connections); about 15 minutes
+#   bench/run.sh --quick         3 s, 1 round, 1,000 idle connections; a smoke test
+#   bench/run.sh --seconds N --rounds N --servers "ours cpp go" --idle "1000 10000"
+#                --skip-build --no-idle --no-load
+#
+# Servers (each serves grpc.testing.TestService; ours and C++ also grpc.health.v1.Health):
+#   ours  tests/interop/interop_server --workers 1     (lib/ runtime, Release build)
+#   cpp   bench/cpp_server --workers 1 --mode callback (grpc C++ 1.51, Debian libgrpc++-dev;
+#         CPP_MODE=sync for the synchronous API)
+#   go    grpc-go's interop server, GOMAXPROCS=1       (tools/install-tools.sh; no Health)
+#
+# Pinning: the server process runs on CPU $SERVER_CPU (default 1) with `taskset -c`, the load
+# generator on CPU $CLIENT_CPU (default 0). Every thread of either process is confined to its
+# one CPU, whatever thread pool the implementation starts.
+#
+# Load (per server, per round, each for --seconds after a warm-up):
+#   ghz    -c 50 --connections 4: Health/Check, UnaryCall 1 KiB echo (1 KiB payload in, 1 KiB out)
+#   h2load -c 4 -m 100 -t 1: Health/Check, UnaryCall 1 KiB echo, EmptyCall, with pre-built
+#          gRPC request bodies (5-byte prefix + serialized request, made with protoc --encode)
+#   bench/stream_client: one FullDuplexCall stream, 1 KiB each way, window 1 (ping-pong) and 64
+# Memory (fresh server per count): VmRSS before and after N idle connections that finished
+# the preface and SETTINGS exchange (bench/idle_conns).
+#
+# Output: $BENCH_OUT (default $BUILD_DIR/bench-results/<time>): results.tsv, memory.tsv, raw/
+# (every tool's output), machine.txt, summary.md (medians over rounds; bench/summarize.py).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build-bench}
+TOOLS_BIN=${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/bin
+PROTO=${GRPC_PROTO_DIR:-/usr/share/grpc-proto}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+CPP_MODE=${CPP_MODE:-callback}
+SECS=10
+ROUNDS=3
+SERVERS="ours cpp go"
+IDLE_COUNTS="1000 10000"
+BUILD_STEP=1
+DO_LOAD=1
+DO_IDLE=1
+
+while (($#)); do
+    case "$1" in
+    --quick)
+        SECS=3 ROUNDS=1 IDLE_COUNTS=1000
+        ;;
+    --seconds)
+        SECS=$2
+        shift
+        ;;
+    --rounds)
+        ROUNDS=$2
+        shift
+        ;;
+    --servers)
+        SERVERS=$2
+        shift
+        ;;
+    --idle)
+        IDLE_COUNTS=$2
+        shift
+        ;;
+    --skip-build) BUILD_STEP=0 ;;
+    --no-idle) DO_IDLE=0 ;;
+    --no-load) DO_LOAD=0 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "bench/run.sh: unknown argument $1 (see --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+OUT=${BENCH_OUT:-$BUILD/bench-results/$(date +%Y%m%d-%H%M%S)}
+RAW=$OUT/raw
+mkdir -p "$RAW"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- build ----------------------------------------------------------------------------------
+
+if ((BUILD_STEP)); then
+    log "building ours (Release) in $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$RAW/cmake.log"
+    ninja -C "$BUILD" interop_server stream_client idle_conns >"$RAW/ninja.log"
+    log "building the grpc C++ server in $BUILD/cpp"
+    cmake -S "$ROOT/bench/cpp_server" -B "$BUILD/cpp" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        >>"$RAW/cmake.log"
+    ninja -C "$BUILD/cpp" >>"$RAW/ninja.log"
+fi
+OURS=$BUILD/tests/interop/interop_server
+CPP=$BUILD/cpp/cpp_server
+STREAM=$BUILD/bench/stream_client
+IDLE=$BUILD/bench/idle_conns
+GHZ=$TOOLS_BIN/ghz
+GOSRV=$TOOLS_BIN/grpc-interop-server
+for f in "$OURS" "$CPP" "$STREAM" "$IDLE"; do
+    [[ -x $f ]] || {
+        echo "bench/run.sh: $f missing (drop --skip-build)" >&2
+        exit 1
+    }
+done
+if [[ ! -x $GHZ ]] || { [[ $SERVERS == *go* ]] && [[ ! -x $GOSRV ]]; }; then
+    log "installing ghz / grpc-go interop server (tools/install-tools.sh)"
+    bash "$ROOT/tools/install-tools.sh" >"$RAW/install-tools.log"
+fi
+for t in h2load nghttp protoc taskset python3; do
+    command -v $t >/dev/null || {
+        echo "bench/run.sh: $t not found (apt-get install nghttp2-client protobuf-compiler)" >&2
+        exit 1
+    }
+done
+
+# --- request bodies ---------------------------------------------------------------------------
+
+# gRPC framing: compressed flag 0, big-endian length, message.
+frame() { # frame <in> <out>
+    python3 - "$1" "$2" <<'EOF'
+import struct, sys
+m = open(sys.argv[1], 'rb').read()
+open(sys.argv[2], 'wb').write(b'\0' + struct.pack('>I', len(m)) + m)
+EOF
+}
+REQ=$OUT/requests
+mkdir -p "$REQ"
+: >"$REQ/empty.pb"
+frame "$REQ/empty.pb" "$REQ/health.bin" # HealthCheckRequest{} and Empty{} both serialize to 0 bytes
+cp "$REQ/health.bin" "$REQ/empty.bin"
+python3 -c 'print("response_size: 1024 payload { body: \"" + "\\000" * 1024 + "\" }")' |
+    protoc -I "$PROTO" --encode=grpc.testing.SimpleRequest "$PROTO/grpc/testing/messages.proto" \
+        >"$REQ/unary.pb"
+frame "$REQ/unary.pb" "$REQ/unary.bin"
+UNARY_JSON=$(python3 -c 'import base64, json
+print(json.dumps({"response_size": 1024, "payload": {"body": base64.b64encode(bytes(1024)).decode()}}))')
+
+# --- machine ------------------------------------------------------------------------------------
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+    echo "kernel: $(uname -sr)"
+    echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "pinning: server taskset -c $SERVER_CPU, load generator taskset -c $CLIENT_CPU"
+    echo "ours: $(git -C "$ROOT" rev-parse --short HEAD) Release, --workers 1"
+    echo "cpp: grpc $(pkg-config --modversion grpc++) $CPP_MODE API, protobuf $(pkg-config --modversion protobuf)"
+    echo "go: grpc-go interop server $(bash "$ROOT/tools/install-tools.sh" --versions 2>/dev/null | awk '/grpc-go/{print $2}'), GOMAXPROCS=1"
+    echo "ghz: $(bash "$ROOT/tools/install-tools.sh" --versions 2>/dev/null | awk '/^ghz/{print $2}')"
+    echo "h2load: $(h2load --version | head -1)"
+    echo "nghttp2 (ours): $(pkg-config --modversion libnghttp2), libevent $(pkg-config --modversion libevent)"
+    echo "seconds per measurement: $SECS, rounds: $ROUNDS"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$OUT/machine.txt"
+log "machine: $(tr '\n' ';' <"$OUT/machine.txt")"
+
+# --- servers ----------------------------------------------------------------------------------
+
+SPID=
+SPORT=
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # wait_port <port> <pid>
+    for _ in $(seq 200); do
+        kill -0 "$2" 2>/dev/null || return 1
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+start_server() { # start_server <name> <log>
+    SPORT=$(free_port)
+    case "$1" in
+    ours) taskset -c "$SERVER_CPU" "$OURS" --host 127.0.0.1 --port "$SPORT" --workers 1 >"$2" 2>&1 & ;;
+    cpp) taskset -c "$SERVER_CPU" "$CPP" --host 127.0.0.1 --port "$SPORT" --workers 1 \
+        --mode "$CPP_MODE" >"$2" 2>&1 & ;;
+    go) GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$GOSRV" --port "$SPORT" >"$2" 2>&1 & ;;
+    *)
+        echo "bench/run.sh: unknown server $1" >&2
+        exit 2
+        ;;
+    esac
+    SPID=$!
+    if ! wait_port "$SPORT" "$SPID"; then
+        echo "bench/run.sh: server $1 did not start (see $2)" >&2
+        exit 1
+    fi
+}
+stop_server() {
+    [[ -n $SPID ]] || return 0
+    kill -TERM "$SPID" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$SPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+    SPID=
+}
+IDLE_PID=
+cleanup() {
+    [[ -n $IDLE_PID ]] && kill "$IDLE_PID" 2>/dev/null
+    stop_server
+}
+trap cleanup EXIT
+
+has_health() { [[ $1 != go ]]; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+
+# results.tsv: one line per measurement. server_cpu_s is the server's user+system CPU time
+# during the measurement's wall_s (including the tool's start-up), load1 the machine's load
+# average after it (other work on the machine shows there).
+RESULTS=$OUT/results.tsv
+[[ -f $RESULTS ]] ||
+    printf 'round\tserver\ttest\tqps\tp50_ms\tp99_ms\terrors\tserver_cpu_s\twall_s\tload1\n' \
+        >"$RESULTS"
+T0_TICKS=
+T0_WALL=
+mark() { # before a measurement
+    T0_TICKS=$(cpu_ticks "$SPID")
+    T0_WALL=$(date +%s.%N)
+}
+record() { # record <round> <server> <test> "<qps p50 p99 errors>"
+    local t1 w1 cpu wall
+    t1=$(cpu_ticks "$SPID")
+    w1=$(date +%s.%N)
+    cpu=$(awk -v a="$T0_TICKS" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
+    wall=$(awk -v a="$T0_WALL" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+    read -r qps p50 p99 errs <<<"$4"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$qps" "$p50" "$p99" \
+        "$errs" "$cpu" "$wall" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
+    log "  $2 $3: qps=$qps p50=${p50}ms p99=${p99}ms errors=$errs server_cpu=${cpu}s/${wall}s"
+}
+
+ghz_run() { # ghz_run <raw> <seconds> <proto> <call> <data>
+    taskset -c "$CLIENT_CPU" "$GHZ" --insecure --proto "$PROTO/$3" -i "$PROTO" --call "$4" \
+        -d "$5" -c 50 --connections 4 -z "$2s" --duration-stop ignore -O json \
+        "127.0.0.1:$SPORT" >"$1" 2>"$1.err" || true
+}
+ghz_parse() {
+    python3 - "$1" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = {x['percentage']: x['latency'] / 1e6 for x in d.get('latencyDistribution') or []}
+codes = d.get('statusCodeDistribution') or {}
+errs = sum(v for k, v in codes.items() if k != 'OK')
+print('%.0f %.3f %.3f %d' % (d['rps'] if codes.get('OK') else 0, p.get(50, 0), p.get(99, 0), errs))
+EOF
+}
+h2load_run() { # h2load_run <raw> <seconds|-n N> <body> <path>
+    local dur=(-D "$2")
+    [[ $2 == -n* ]] && dur=(-n "${2#-n}")
+    taskset -c "$CLIENT_CPU" h2load -d "$3" -H 'content-type: application/grpc' -H 'te: trailers' \
+        -m 100 -c 4 -t 1 "${dur[@]}" --log-file "$1.log" "http://127.0.0.1:$SPORT$4" \
+        >"$1" 2>&1 || true
+}
+h2load_parse() {
+    python3 - "$1" <<'EOF'
+import re, sys
+txt = open(sys.argv[1]).read()
+m = re.search(r'finished in [0-9.]+s, ([0-9.]+) req/s', txt)
+qps = float(m.group(1)) if m else 0.0
+m = re.search(r'requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout', txt)
+errs = sum(int(x) for x in m.groups()[1:]) if m else -1
+lat = []
+for line in open(sys.argv[1] + '.log'):
+    f = line.split()
+    if len(f) == 3 and f[1].startswith('2'):
+        lat.append(int(f[2]))
+lat.sort()
+pct = lambda q: lat[min(len(lat) - 1, int(q * (len(lat) - 1) + 0.5))] / 1000 if lat else 0
+print('%.0f %.3f %.3f %d' % (qps, pct(0.50), pct(0.99), errs))
+EOF
+}
+stream_parse() {
+    python3 - "$1" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r'msgs_per_s=(\d+) p50_us=(\d+) p99_us=(\d+)', t)
+print('%s %.3f %.3f 0' % (m.group(1), int(m.group(2)) / 1000, int(m.group(3)) / 1000) if m else '0 0 0 1')
+EOF
+}
+# gRPC status of one request with the h2load body, to be sure 2xx means grpc-status 0.
+check_body() { # check_body <body> <path>
+    nghttp -v -d "$1" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$SPORT$2" 2>&1 | grep -a -q 'grpc-status: 0' || {
+        echo "bench/run.sh: $2 with $1 did not return grpc-status 0" >&2
+        exit 1
+    }
+}
+
+HEALTH_PATH=/grpc.health.v1.Health/Check
+UNARY_PATH=/grpc.testing.TestService/UnaryCall
+EMPTY_PATH=/grpc.testing.TestService/EmptyCall
+
+load_round() { # load_round <round> <server>
+    local r=$1 s=$2 raw
+    start_server "$s" "$RAW/$s.r$r.server.log"
+    log "round $r: $s (pid $SPID, port $SPORT)"
+    check_body "$REQ/unary.bin" "$UNARY_PATH"
+    check_body "$REQ/empty.bin" "$EMPTY_PATH"
+    has_health "$s" && check_body "$REQ/health.bin" "$HEALTH_PATH"
+    # Warm-up: connections, allocator, code paths.
+    h2load_run "$RAW/warm.$s.r$r" -n20000 "$REQ/unary.bin" "$UNARY_PATH"
+    ghz_run "$RAW/warm.$s.r$r.json" 1 grpc/testing/test.proto grpc.testing.TestService/UnaryCall \
+        "$UNARY_JSON"
+
+    if has_health "$s"; then
+        raw=$RAW/$s.r$r.ghz-health.json
+        mark
+        ghz_run "$raw" "$SECS" grpc/health/v1/health.proto grpc.health.v1.Health/Check '{}'
+        record "$r" "$s" ghz-health "$(ghz_parse "$raw")"
+    fi
+    raw=$RAW/$s.r$r.ghz-unary1k.json
+    mark
+    ghz_run "$raw" "$SECS" grpc/testing/test.proto grpc.testing.TestService/UnaryCall "$UNARY_JSON"
+    record "$r" "$s" ghz-unary1k "$(ghz_parse "$raw")"
+
+    if has_health "$s"; then
+        raw=$RAW/$s.r$r.h2load-health.txt
+        mark
+        h2load_run "$raw" "$SECS" "$REQ/health.bin" "$HEALTH_PATH"
+        record "$r" "$s" h2load-health "$(h2load_parse "$raw")"
+    fi
+    raw=$RAW/$s.r$r.h2load-unary1k.txt
+    mark
+    h2load_run "$raw" "$SECS" "$REQ/unary.bin" "$UNARY_PATH"
+    record "$r" "$s" h2load-unary1k "$(h2load_parse "$raw")"
+
+    raw=$RAW/$s.r$r.h2load-empty.txt
+    mark
+    h2load_run "$raw" "$SECS" "$REQ/empty.bin" "$EMPTY_PATH"
+    record "$r" "$s" h2load-empty "$(h2load_parse "$raw")"
+
+    for w in 1 64; do
+        raw=$RAW/$s.r$r.stream-w$w.txt
+        mark
+        taskset -c "$CLIENT_CPU" "$STREAM" --target "127.0.0.1:$SPORT" --seconds "$SECS" \
+            --warmup 1 --window "$w" --size 1024 >"$raw" 2>&1 || true
+        record "$r" "$s" "stream-w$w" "$(stream_parse "$raw")"
+    done
+    stop_server
+}
+
+if ((DO_LOAD)); then
+    for r in $(seq "$ROUNDS"); do
+        # Alternate the order so neither server always runs first in a round.
+        order=$SERVERS
+        ((r % 2 == 0)) && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
+        for s in $order; do
+            load_round "$r" "$s"
+        done
+    done
+fi
+
+# --- idle connections ---------------------------------------------------------------------------
+
+MEMORY=$OUT/memory.tsv
+if ((DO_IDLE)); then
+    printf 'server\tconns\trss_before_kib\trss_after_kib\tbytes_per_conn\tready\n' >"$MEMORY"
+    for n in $IDLE_COUNTS; do
+        # Both ends hold n sockets (separate processes); the hard limit must allow it.
+        want=$((n + 1024))
+        if (($(ulimit -Hn) < want)); then
+            log "skipping $n idle connections: ulimit -Hn $(ulimit -Hn) < $want"
+            continue
+        fi
+        ulimit -n "$want"
+        for s in $SERVERS; do
+            start_server "$s" "$RAW/$s.idle$n.server.log"
+            sleep 1
+            before=$(rss_kib "$SPID")
+            taskset -c "$CLIENT_CPU" "$IDLE" --target "127.0.0.1:$SPORT" --count "$n" --hold 300 \
+                >"$RAW/$s.idle$n.txt" 2>&1 &
+            IDLE_PID=$!
+            for _ in $(seq 1200); do
+                grep -q '^ready' "$RAW/$s.idle$n.txt" && break
+                kill -0 "$IDLE_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            sleep 2 # let the server settle (deferred frees, lazy allocations)
+            after=$(rss_kib "$SPID")
+            ready=$(awk '/^ready/{print $2}' "$RAW/$s.idle$n.txt")
+            kill "$IDLE_PID" 2>/dev/null || true
+            wait "$IDLE_PID" 2>/dev/null || true
+            IDLE_PID=
+            per=$(((after - before) * 1024 / n))
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$n" "$before" "$after" "$per" "${ready:-0}" \
+                >>"$MEMORY"
+            log "  $s: $n idle connections (${ready:-0} ready): RSS ${before} -> ${after} KiB, $per B each"
+            stop_server
+        done
+    done
+fi
+
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+python3 "$ROOT/bench/summarize.py" "$OUT" >"$OUT/summary.md"
+cat "$OUT/summary.md"
+log "results in $OUT"

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""bench/summarize.py OUT_DIR: the markdown summary of one bench/run.sh run.
+
+Reads OUT_DIR/results.tsv (one line per measurement and round), memory.tsv and
+machine.txt; prints medians over the rounds per server and benchmark, the
+ours/C++ ratios, and RSS per idle connection.
+"""
+import csv
+import os
+import statistics
+import sys
+
+SERVERS = [("ours", "ours"), ("cpp", "grpc C++"), ("go", "grpc-go")]
+TESTS = [
+    ("ghz-health", "ghz Health/Check (c=50, 4 conns)"),
+    ("ghz-unary1k", "ghz UnaryCall 1 KiB echo (c=50, 4 conns)"),
+    ("h2load-health", "h2load Health/Check (c=4, m=100)"),
+    ("h2load-unary1k", "h2load UnaryCall 1 KiB echo (c=4, m=100)"),
+    ("h2load-empty", "h2load EmptyCall (c=4, m=100)"),
+    ("stream-w1", "FullDuplexCall, 1 stream, ping-pong 1 KiB (msgs/s)"),
+    ("stream-w64", "FullDuplexCall, 1 stream, 64 in flight 1 KiB (msgs/s)"),
+]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def load(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def main():
+    out = sys.argv[1]
+    rows = load(os.path.join(out, "results.tsv"))
+    mem = load(os.path.join(out, "memory.tsv"))
+    agg = {}
+    for r in rows:
+        k = (r["server"], r["test"])
+        a = agg.setdefault(k, {"qps": [], "p50": [], "p99": [], "cpu_us": [], "cpu_pct": [],
+                               "errors": 0, "rounds": 0})
+        qps = float(r["qps"])
+        a["rounds"] += 1
+        a["errors"] += max(0, int(r["errors"]))
+        if qps <= 0:
+            continue
+        a["qps"].append(qps)
+        a["p50"].append(float(r["p50_ms"]))
+        a["p99"].append(float(r["p99_ms"]))
+        cpu_frac = float(r["server_cpu_s"]) / float(r["wall_s"])
+        a["cpu_pct"].append(cpu_frac * 100)
+        # CPU per request assumes the server was as busy over the whole wall time (tool
+        # start-up included) as while the tool counted requests: approximate, same for all.
+        a["cpu_us"].append(cpu_frac / qps * 1e6)
+    if os.path.exists(os.path.join(out, "machine.txt")):
+        with open(os.path.join(out, "machine.txt")) as f:
+            print("## Machine and setup\n\n```\n" + f.read().rstrip() + "\n```\n")
+
+    def m(server, test, key):
+        a = agg.get((server, test))
+        return med(a[key]) if a else None
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    print("## Throughput and latency (median of rounds)\n")
+    print("| benchmark | server | QPS | p50 ms | p99 ms | server CPU % | server CPU µs/req |"
+          " errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for test, title in TESTS:
+        for server, name in SERVERS:
+            a = agg.get((server, test))
+            if not a:
+                continue
+            cpu_pct = m(server, test, "cpu_pct")
+            cpu_us = m(server, test, "cpu_us")
+            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                title, name, fmt(m(server, test, "qps"), ",.0f"),
+                fmt(m(server, test, "p50"), ".3f"), fmt(m(server, test, "p99"), ".3f"),
+                fmt(cpu_pct, ".0f"), fmt(cpu_us, ".1f"), a["errors"]))
+    print()
+
+    print("## Ours / grpc C++\n")
+    print("| benchmark | QPS ratio (target >= 1.5) | p99 ratio (target <= 1.0) |"
+          " CPU per request ratio |")
+    print("|---|---:|---:|---:|")
+    for test, title in TESTS:
+        q1, q2 = m("ours", test, "qps"), m("cpp", test, "qps")
+        if q1 is None or q2 is None:
+            continue
+        p1, p2 = m("ours", test, "p99"), m("cpp", test, "p99")
+        c1, c2 = m("ours", test, "cpu_us"), m("cpp", test, "cpu_us")
+        print("| %s | %.2fx | %s | %s |" % (
+            title, q1 / q2, "%.2fx" % (p1 / p2) if p2 else "-",
+            "%.2fx" % (c1 / c2) if c1 and c2 else "-"))
+    print()
+
+    if mem:
+        print("## RSS per idle HTTP/2 connection (target <= 16 KiB)\n")
+        print("| server | connections | ready | RSS before KiB | RSS after KiB |"
+              " bytes per connection |")
+        print("|---|---:|---:|---:|---:|---:|")
+        names = dict(SERVERS)
+        for r in mem:
+            print("| %s | %s | %s | %s | %s | %s (%.1f KiB) |" % (
+                names.get(r["server"], r["server"]), format(int(r["conns"]), ","), r["ready"],
+                format(int(r["rss_before_kib"]), ","), format(int(r["rss_after_kib"]), ","),
+                format(int(r["bytes_per_conn"]), ","), int(r["bytes_per_conn"]) / 1024))
+        print()
+
+
+if __name__ == "__main__":
+    main()
