@@ -22,6 +22,7 @@
 #   kafka_create_topic NAME PARTITIONS [RF] [MIN_ISR]
 #   kafka_tool CLASS ARGS...            run a Kafka CLI class from the jars
 #   start_service DIR NAME PORT METRICS_PORT [ARGS...] / stop_service DIR NAME PORT [SIGNAL]
+#   stack_jwt_secret DIR                JWT_SECRET for the services (made once per DIR)
 #   grpc_health ADDR [SERVICE]          print SERVING / NOT_SERVING / ...
 #   wait_grpc_health ADDR [TIMEOUT] [SERVICE]
 #   stop_pid DIR NAME [SIGNAL] [TIMEOUT], pid_alive DIR NAME
@@ -57,6 +58,7 @@
 #   PG_URL (libpq conninfo), PG_PORT, PG_SOCKET_DIR, PG_DATA
 #   REDIS_URL (redis://127.0.0.1:PORT), REDIS_PORT
 #   KAFKA_BROKERS (host:port,...), KAFKA_LIBS
+#   JWT_SECRET (start_service / stack_jwt_secret: HS256 secret for bearer tokens)
 #   CHAT_TOOLS_DIR and PATH (tools bin + Python venv first), when installed
 
 STACK_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -620,6 +622,22 @@ stop_kafka() {
 
 # --- services -----------------------------------------------------------------
 
+# stack_jwt_secret DIR: the HS256 secret services verify bearer tokens with:
+# $JWT_SECRET if set, else a random one made once in DIR/jwt-secret. Exports
+# JWT_SECRET (so a test can mint tokens with it) and prints it.
+stack_jwt_secret() {
+    local dir=$1
+    if [[ -z ${JWT_SECRET:-} ]]; then
+        if [[ ! -s "$dir/jwt-secret" ]]; then
+            mkdir -p "$dir"
+            (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' >"$dir/jwt-secret")
+        fi
+        JWT_SECRET=$(cat "$dir/jwt-secret")
+    fi
+    export JWT_SECRET
+    echo "$JWT_SECRET"
+}
+
 # service_binary NAME: path of a service binary (build/NAME/NAME).
 service_binary() {
     local b=${CHAT_BUILD_DIR:-${BUILD_DIR:-$CHAT_SOURCE_DIR/build}}
@@ -629,7 +647,8 @@ service_binary() {
 # start_service DIR NAME PORT METRICS_PORT [ARGS...]: start service NAME
 # (svc-chats, svc-messaging, ...) with `--port PORT --metrics-port METRICS_PORT
 # ARGS...` and the current environment plus PORT, METRICS_PORT and HOST
-# (listen address: $SERVICE_HOST, default 127.0.0.1), and PG_URL, REDIS_URL,
+# (listen address: $SERVICE_HOST, default 127.0.0.1), JWT_SECRET
+# (stack_jwt_secret), and PG_URL, REDIS_URL,
 # KAFKA_BROKERS as exported by the start_* functions. Its pid name
 # and log are NAME-PORT (so several instances can run), its log
 # DIR/logs/NAME-PORT.log. Waits for grpc.health.v1 SERVING (wait_grpc_health).
@@ -642,6 +661,7 @@ start_service() {
         stack_log "$name: $bin is not built; skipped"
         return 2
     fi
+    stack_jwt_secret "$dir" >/dev/null
     if pid_alive "$dir" "$name-$port"; then
         stack_log "$name already running on port $port"
     else

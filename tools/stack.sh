@@ -15,8 +15,10 @@
 #
 # Environment (defaults in brackets):
 #   STATE_DIR [<repo>/.state]     CHAT_BUILD_DIR [<repo>/build]
-#   PG_PORT [55432]  REDIS_PORT [56379]
-#   KAFKA_PORT [59092]  (broker I on KAFKA_PORT+2(I-1), its controller on the next port)
+#   PG_PORT [25432]  REDIS_PORT [26379]   (backing servers sit below Linux's
+#   ephemeral port range 32768-60999: Kafka binds its listener late, after its
+#   own outgoing connections, which could otherwise take the port)
+#   KAFKA_PORT [29092]  (broker I on KAFKA_PORT+2(I-1), its controller on the next port)
 #   KAFKA_NBROKERS [1]  KAFKA_PARTITIONS [12]
 #   CHATS_PORT [50051] MESSAGING_PORT [50052] PRESENCE_PORT [50053] SYNC_PORT [50054]
 #   CHATS_METRICS_PORT [9101] MESSAGING_METRICS_PORT [9102]
@@ -32,9 +34,9 @@ source "$SRC/tools/stack-lib.sh"
 STATE_DIR=${STATE_DIR:-$SRC/.state}
 BUILD=${CHAT_BUILD_DIR:-$SRC/build}
 export CHAT_BUILD_DIR=$BUILD
-PG_PORT=${PG_PORT:-55432}
-REDIS_PORT=${REDIS_PORT:-56379}
-KAFKA_PORT=${KAFKA_PORT:-59092}
+PG_PORT=${PG_PORT:-25432}
+REDIS_PORT=${REDIS_PORT:-26379}
+KAFKA_PORT=${KAFKA_PORT:-29092}
 KAFKA_NBROKERS=${KAFKA_NBROKERS:-1}
 export KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-12}
 
@@ -58,7 +60,8 @@ usage() {
 
 # require_free PORT WHAT: fail clearly if something else listens on PORT.
 require_free() {
-    [[ -z $(ss -Htln "sport = :$1" 2>/dev/null) ]] ||
+    # Any socket on the port but TIME-WAIT ones (a listener binds over those).
+    [[ -z $(ss -Htan "sport = :$1" 2>/dev/null | grep -v TIME-WAIT) ]] ||
         die "port $1 ($2) is in use by another process; set a different port (see tools/stack.sh --help)"
 }
 
@@ -75,6 +78,7 @@ write_env() {
         printf 'export MESSAGING_ADDR=127.0.0.1:%s\n' "${SVC_PORT[svc-messaging]}"
         printf 'export PRESENCE_ADDR=127.0.0.1:%s\n' "${SVC_PORT[svc-presence]}"
         printf 'export SYNC_ADDR=127.0.0.1:%s\n' "${SVC_PORT[svc-sync]}"
+        printf 'export JWT_SECRET=%q\n' "$(stack_jwt_secret "$STATE_DIR")"
         [[ -x "$SRC/tools/install-tools.sh" ]] && "$SRC/tools/install-tools.sh" --env
     } >"$STATE_DIR/env"
 }
