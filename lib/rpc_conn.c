@@ -402,9 +402,13 @@ static ssize_t data_read(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
     return (ssize_t)n;
 }
 
+/* A call with an empty queue may always queue one message: a unary reply never blocks, and
+ * memory stays bounded by streams x (stream_send_buffer + max_send_message). */
 static bool call_has_room(const rpc_call *call)
 {
     const rpc_server_config *cfg = &call->w->srv->cfg;
+    if (call->queued == 0)
+        return true;
     return call->queued < cfg->stream_send_buffer &&
            (call->conn == NULL || call->conn->queued < cfg->conn_send_buffer);
 }
@@ -1068,8 +1072,10 @@ static void conn_after_io(rpc__conn *c)
         conn_close(c);
         return;
     }
-    /* Back-pressure: a peer that does not read its responses gets no more reads. */
-    bool congested = c->wlen > 0 || c->queued > c->w->srv->cfg.conn_send_buffer;
+    /* Back-pressure: a peer that does not read what the socket already holds gets no more
+     * reads. Bytes waiting for the peer's flow-control window do not count: reading is how its
+     * WINDOW_UPDATE arrives. */
+    bool congested = c->wlen > 0;
     if (congested && !c->reading_paused) {
         event_del(c->rev);
         c->reading_paused = true;

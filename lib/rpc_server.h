@@ -40,7 +40,8 @@ typedef struct rpc_server_config {
     uint32_t max_header_list;        /* SETTINGS_MAX_HEADER_LIST_SIZE bytes, default 16 KiB */
     uint32_t initial_window;         /* per-stream receive window bytes, default 1 MiB */
     size_t stream_send_buffer;       /* bytes queued per stream before WOULDBLOCK, 1 MiB */
-    size_t conn_send_buffer;         /* bytes queued per connection before reads pause, 4 MiB */
+    size_t conn_send_buffer;         /* bytes queued per connection before WOULDBLOCK, 4 MiB;
+                                        a call with an empty queue may always queue one message */
     uint32_t idle_timeout_ms;        /* close a connection with no streams after, 300000 */
     uint32_t keepalive_ms;           /* PING a quiet connection after, 60000 (0 = off) */
     uint32_t keepalive_timeout_ms;   /* close if the PING is not answered within, 20000 */
