@@ -1,0 +1,606 @@
+#!/usr/bin/env python3
+"""svc-presence against a real redis-server, through Python grpcio.
+
+Starts redis-server (Debian package) on a free loopback port in a temp dir and two
+svc-presence instances on it, generates the chat.v1 presence stubs with grpc_tools.protoc
+into a temp dir, mints HS256 tokens by hand (hmac), and checks:
+
+  - heartbeat then expiry: the watcher sees online, then offline within 1 s of the TTL,
+    and last_seen_at_ms equals the granted expiry;
+  - expiry is seen on time even when Redis's own expiry of keys lags (50,000 unrelated keys
+    with TTLs: the service's expiry backstop);
+  - multi-device: online until the last device leaves, counts and last-seen right;
+  - batch GetPresence: order, duplicates, unknown users, 500 ids;
+  - a watcher on instance A sees changes made through instance B within 1 s;
+  - Redis restarted during a watch: the watcher gets a fresh snapshot (and later changes);
+    Redis down longer than the resync timeout: the stream ends with UNAVAILABLE;
+  - CountOnline from a seeded chat:<id>:members set; NOT_FOUND, PERMISSION_DENIED;
+  - bad input: each gets its exact status (INVALID_ARGUMENT, PERMISSION_DENIED,
+    UNAUTHENTICATED), and a watch stream ends UNAUTHENTICATED when its token expires;
+  - the service logs that it enabled keyspace notifications, and exits 0 on SIGTERM.
+
+    BUILD_DIR=build python3 tests/integration/presence_test.py [-v] [unittest args]
+
+grpcio comes from the tools venv (tools/install-tools.sh, ~/.cache/chat-backend/tools/venv):
+the script re-executes itself with that python when the current one lacks grpcio.
+"""
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
+BUILD_DIR = os.environ.get("BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
+REEXEC = "CHAT_PRESENCE_TEST_REEXEC"
+
+
+def _has_grpc(python):
+    return subprocess.run([python, "-c", "import grpc, grpc_tools.protoc"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _bootstrap():
+    if _has_grpc(sys.executable) or os.environ.get(REEXEC):
+        return
+    tools = os.environ.get("CHAT_TOOLS_DIR") or os.path.expanduser("~/.cache/chat-backend/tools")
+    py = os.path.join(tools, "venv", "bin", "python3")
+    if not (os.access(py, os.X_OK) and _has_grpc(py)):
+        subprocess.run([os.path.join(SOURCE_DIR, "tools", "install-tools.sh")], check=True,
+                       stdout=sys.stderr)
+    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], dict(os.environ, **{REEXEC: "1"}))
+
+
+if __name__ == "__main__":
+    _bootstrap()
+
+# pylint: disable=wrong-import-position
+import base64
+import hashlib
+import hmac
+import json
+import queue
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+from grpc_tools import protoc
+
+SECRET = b"presence-test-secret-0123456789abcdef"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+SVC = os.path.join(BUILD_DIR, "svc-presence", "svc-presence")
+RESYNC_TIMEOUT_MS = 2500
+
+pb = None  # presence_pb2
+pbg = None  # presence_pb2_grpc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(sub, ttl_s=3600, secret=SECRET, alg="HS256"):
+    now = int(time.time())
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": sub, "iat": now, "exp": now + ttl_s}).encode())
+    sig = b64(hmac.new(secret, (head + "." + body).encode(), hashlib.sha256).digest())
+    return head + "." + body + "." + sig
+
+
+def md(user, **kw):
+    return (("authorization", "Bearer " + token(user, **kw)),)
+
+
+class Redis:
+    """redis-server on a free port in a temp dir; stop/start keep the port."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, "redis")
+        os.makedirs(self.dir)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.port):
+            raise RuntimeError("redis-server did not start")
+
+    def stop(self, hard=True):
+        if self.proc:
+            self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+            self.proc.wait(10)
+            self.proc = None
+
+    def cli(self, *args, stdin=None):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port)] + list(args), input=stdin,
+                             capture_output=True, check=True)
+        return out.stdout.decode().strip()
+
+
+class Presence:
+    """One svc-presence instance."""
+
+    def __init__(self, tmp, name, redis_port):
+        self.port = free_port()
+        self.log_path = os.path.join(tmp, name + ".log")
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ, JWT_SECRET=SECRET.decode(),
+                   REDIS_URL="redis://127.0.0.1:%d" % redis_port)
+        self.proc = subprocess.Popen(
+            [SVC, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+             "--watch-resync-timeout-ms", str(RESYNC_TIMEOUT_MS)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if not wait_port(self.port):
+            raise RuntimeError(name + " did not start: " + self.read_log())
+        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        self.stub = pbg.PresenceServiceStub(self.channel)
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        self.channel.close()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(20)
+        self.log.close()
+        return rc
+
+
+class Watch:
+    """A WatchPresence stream read by a thread into a queue of (time, response) / status."""
+
+    def __init__(self, stub, user, ids, **kw):
+        self.q = queue.Queue()
+        self.call = stub.WatchPresence(pb.WatchPresenceRequest(user_ids=ids), metadata=md(user, **kw))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for resp in self.call:
+                self.q.put((time.time(), resp))
+            self.q.put((time.time(), grpc.StatusCode.OK))
+        except grpc.RpcError as e:
+            self.q.put((time.time(), e.code()))
+
+    def next(self, timeout=5.0):
+        """The next response (or final StatusCode) and when it arrived; fails on timeout."""
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no watch message within %.1f s" % timeout) from None
+
+    def until(self, pred, timeout=5.0):
+        """Skips responses until pred(resp) holds; returns (time, resp)."""
+        end = time.time() + timeout
+        while True:
+            left = end - time.time()
+            if left <= 0:
+                raise AssertionError("watch condition not met within %.1f s" % timeout)
+            t, r = self.next(left)
+            if isinstance(r, grpc.StatusCode):
+                raise AssertionError("watch ended with %s" % r)
+            if pred(r):
+                return t, r
+
+    def cancel(self):
+        self.call.cancel()
+
+
+def state(resp, user):
+    for u in resp.users:
+        if u.user_id == user:
+            return u
+    return None
+
+
+def is_online(user, devices=None):
+    def pred(r):
+        u = state(r, user)
+        return u is not None and u.online and (devices is None or u.online_devices == devices)
+    return pred
+
+
+def is_offline(user):
+    def pred(r):
+        u = state(r, user)
+        return u is not None and not u.online
+    return pred
+
+
+TMP = None
+REDIS = None
+A = None
+B = None
+
+
+def setUpModule():
+    global TMP, REDIS, A, B, pb, pbg
+    if not os.access(SVC, os.X_OK):
+        raise unittest.SkipTest("svc-presence not built: " + SVC)
+    TMP = tempfile.mkdtemp(prefix="chat-presence-test-")
+    gen = os.path.join(TMP, "gen")
+    os.makedirs(gen)
+    rc = protoc.main(["protoc", "-I" + os.path.join(SOURCE_DIR, "proto"), "--python_out=" + gen,
+                      "--grpc_python_out=" + gen, "chat/v1/presence.proto"])
+    if rc != 0:
+        raise RuntimeError("protoc failed")
+    sys.path.insert(0, gen)
+    from chat.v1 import presence_pb2, presence_pb2_grpc  # pylint: disable=import-outside-toplevel
+    pb, pbg = presence_pb2, presence_pb2_grpc
+    REDIS = Redis(TMP)
+    REDIS.start()
+    A = Presence(TMP, "presence-a", REDIS.port)
+    B = Presence(TMP, "presence-b", REDIS.port)
+
+
+def tearDownModule():
+    for inst in (A, B):
+        if inst and inst.proc.poll() is None:
+            inst.proc.kill()
+    if REDIS:
+        REDIS.stop()
+    if TMP and not os.environ.get("KEEP_TMP"):
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def hb(stub, user, device, ttl_ms=0, **kw):
+    return stub.Heartbeat(pb.HeartbeatRequest(device_id=device, ttl_ms=ttl_ms), metadata=md(user, **kw),
+                          timeout=5)
+
+
+def hb_retry(stub, user, device, ttl_ms=0, within=8.0):
+    """Heartbeat, retried while the instance's Redis connection is still reconnecting."""
+    end = time.time() + within
+    while True:
+        try:
+            return hb(stub, user, device, ttl_ms=ttl_ms)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or time.time() > end:
+                raise
+            time.sleep(0.1)
+
+
+def get(stub, ids, user="asker"):
+    return stub.GetPresence(pb.GetPresenceRequest(user_ids=ids), metadata=md(user), timeout=5)
+
+
+class T1Expiry(unittest.TestCase):
+    def test_heartbeat_then_expiry(self):
+        w = Watch(B.stub, "watcher", ["exp-alice"])
+        _, snap = w.next()
+        self.assertTrue(snap.snapshot)
+        self.assertFalse(state(snap, "exp-alice").online)
+        self.assertEqual(state(snap, "exp-alice").last_seen_at_ms, 0)
+        resp = hb(A.stub, "exp-alice", "phone", ttl_ms=5000)
+        self.assertEqual(resp.ttl_ms, 5000)
+        self.assertAlmostEqual(resp.expires_at_ms / 1000, time.time() + 5, delta=1.0)
+        _, on = w.until(is_online("exp-alice", 1), timeout=1.0)
+        self.assertFalse(on.snapshot)
+        t_off, off = w.until(is_offline("exp-alice"), timeout=7.0)
+        late = t_off - resp.expires_at_ms / 1000
+        print("  offline event %.0f ms after the expiry" % (late * 1000), file=sys.stderr)
+        self.assertLess(late, 1.0, "offline event more than 1 s after expiry")
+        self.assertEqual(state(off, "exp-alice").last_seen_at_ms, resp.expires_at_ms)
+        self.assertEqual(state(off, "exp-alice").online_devices, 0)
+        u = get(A.stub, ["exp-alice"]).users[0]
+        self.assertFalse(u.online)
+        self.assertEqual(u.last_seen_at_ms, resp.expires_at_ms)
+        # settled in Redis: last-seen written, the device gone from the set
+        self.assertEqual(REDIS.cli("GET", "presence-seen:exp-alice"), str(resp.expires_at_ms))
+        self.assertEqual(REDIS.cli("ZCARD", "presence-devices:exp-alice"), "0")
+        w.cancel()
+
+    def test_expiry_on_time_with_many_ttl_keys(self):
+        # 50,000 unrelated keys with long TTLs: Redis's sampling expiry then takes many seconds
+        # to find one expired key; the service's backstop must not.
+        cmds = "".join("SET filler:%d x EX 3600\r\n" % i for i in range(50000)).encode()
+        subprocess.run([REDIS_CLI, "-p", str(REDIS.port), "--pipe"], input=cmds, check=True,
+                       capture_output=True)
+        w = Watch(A.stub, "watcher", ["exp-dave"])
+        w.next()
+        resp = hb(B.stub, "exp-dave", "tablet", ttl_ms=5000)
+        w.until(is_online("exp-dave"), timeout=1.0)
+        t_off, off = w.until(is_offline("exp-dave"), timeout=7.0)
+        late = t_off - resp.expires_at_ms / 1000
+        print("  offline event %.0f ms after the expiry (50k TTL keys)" % (late * 1000),
+              file=sys.stderr)
+        self.assertLess(late, 1.0)
+        self.assertEqual(state(off, "exp-dave").last_seen_at_ms, resp.expires_at_ms)
+        w.cancel()
+        REDIS.cli("EVAL", "for _, k in ipairs(redis.call('KEYS', 'filler:*')) do "
+                  "redis.call('DEL', k) end", "0")
+
+
+class T2MultiDevice(unittest.TestCase):
+    def test_online_until_last_device_leaves(self):
+        w = Watch(A.stub, "watcher", ["md-bob"])
+        w.next()
+        hb(A.stub, "md-bob", "phone", ttl_ms=60000)
+        w.until(is_online("md-bob", 1), timeout=1.0)
+        hb(B.stub, "md-bob", "laptop", ttl_ms=60000)
+        w.until(is_online("md-bob", 2), timeout=1.0)
+        hb(B.stub, "md-bob", "laptop", ttl_ms=60000)  # a refresh changes nothing
+        u = get(B.stub, ["md-bob"]).users[0]
+        self.assertTrue(u.online)
+        self.assertEqual(u.online_devices, 2)
+        r = A.stub.SetOffline(pb.SetOfflineRequest(device_id="phone"), metadata=md("md-bob"),
+                              timeout=5)
+        self.assertTrue(r.presence.online)
+        self.assertEqual(r.presence.online_devices, 1)
+        self.assertEqual(r.presence.user_id, "md-bob")
+        _, one = w.until(is_online("md-bob", 1), timeout=1.0)
+        before = int(time.time() * 1000)
+        r = B.stub.SetOffline(pb.SetOfflineRequest(device_id="laptop", user_id="md-bob"),
+                              metadata=md("md-bob"), timeout=5)
+        after = int(time.time() * 1000)
+        self.assertFalse(r.presence.online)
+        self.assertEqual(r.presence.online_devices, 0)
+        self.assertTrue(before - 50 <= r.presence.last_seen_at_ms <= after + 50)
+        _, off = w.until(is_offline("md-bob"), timeout=1.0)
+        self.assertEqual(state(off, "md-bob").last_seen_at_ms, r.presence.last_seen_at_ms)
+        # idempotent: an unknown or already offline device is fine, and changes nothing
+        r2 = A.stub.SetOffline(pb.SetOfflineRequest(device_id="never-seen"), metadata=md("md-bob"),
+                               timeout=5)
+        self.assertFalse(r2.presence.online)
+        self.assertEqual(r2.presence.last_seen_at_ms, r.presence.last_seen_at_ms)
+        # no further event for the no-op
+        with self.assertRaises(AssertionError):
+            w.next(timeout=0.7)
+        w.cancel()
+
+    def test_one_device_expires_other_stays(self):
+        w = Watch(B.stub, "watcher", ["md-carol"])
+        w.next()
+        hb(A.stub, "md-carol", "watch", ttl_ms=5000)
+        hb(A.stub, "md-carol", "desk", ttl_ms=60000)
+        w.until(is_online("md-carol", 2), timeout=1.5)
+        _, r = w.until(is_online("md-carol", 1), timeout=7.0)  # the short one expired
+        self.assertTrue(state(r, "md-carol").online)
+        u = get(A.stub, ["md-carol"]).users[0]
+        self.assertEqual((u.online, u.online_devices, u.last_seen_at_ms), (True, 1, 0))
+        A.stub.SetOffline(pb.SetOfflineRequest(device_id="desk"), metadata=md("md-carol"),
+                          timeout=5)
+        w.until(is_offline("md-carol"), timeout=1.0)
+        w.cancel()
+
+
+class T3Batch(unittest.TestCase):
+    def test_batch_query(self):
+        for i in range(0, 500, 7):
+            hb(A.stub if i % 2 else B.stub, "batch-%d" % i, "d%d" % (i % 3), ttl_ms=60000)
+        ids = ["batch-%d" % i for i in range(500)]
+        resp = get(A.stub, ids)
+        self.assertEqual([u.user_id for u in resp.users], ids)
+        for i, u in enumerate(resp.users):
+            self.assertEqual(u.online, i % 7 == 0, u.user_id)
+            self.assertEqual(u.online_devices, 1 if i % 7 == 0 else 0)
+        # duplicates answered once, in order of first occurrence; unknown users offline
+        resp = get(B.stub, ["batch-7", "nobody", "batch-7", "batch-14", "nobody"])
+        self.assertEqual([u.user_id for u in resp.users], ["batch-7", "nobody", "batch-14"])
+        self.assertEqual([u.online for u in resp.users], [True, False, True])
+        self.assertEqual(resp.users[1].last_seen_at_ms, 0)
+        # 500 ids of which many repeat still count as 500 entries
+        resp = get(A.stub, ["batch-0"] * 500)
+        self.assertEqual(len(resp.users), 1)
+
+
+class T4AcrossInstances(unittest.TestCase):
+    def test_watch_on_a_sees_changes_through_b(self):
+        users = ["x-%d" % i for i in range(20)]
+        wa = Watch(A.stub, "watcher", users)
+        wb = Watch(B.stub, "watcher", users)
+        wa.next()
+        wb.next()
+        lat = []
+        for i, u in enumerate(users[:10]):
+            stub = B.stub if i % 2 == 0 else A.stub
+            t0 = time.time()
+            hb(stub, u, "phone", ttl_ms=60000)
+            t1, _ = wa.until(is_online(u), timeout=1.0)
+            wb.until(is_online(u), timeout=1.0)
+            lat.append(t1 - t0)
+        print("  cross-instance change-to-watcher: max %.1f ms" % (max(lat) * 1000),
+              file=sys.stderr)
+        for u in users[:10]:
+            A.stub.SetOffline(pb.SetOfflineRequest(device_id="phone"), metadata=md(u), timeout=5)
+            wb.until(is_offline(u), timeout=1.0)
+            wa.until(is_offline(u), timeout=1.0)
+        wa.cancel()
+        wb.cancel()
+
+
+class T5BadInput(unittest.TestCase):
+    def code(self, fn, *args, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*args, timeout=5, **kw)
+        return cm.exception.code(), cm.exception.details()
+
+    def test_heartbeat_and_set_offline(self):
+        s = A.stub
+        cases = [
+            (pb.HeartbeatRequest(device_id=""), grpc.StatusCode.INVALID_ARGUMENT, "device_id"),
+            (pb.HeartbeatRequest(device_id="bad device"), grpc.StatusCode.INVALID_ARGUMENT,
+             "device_id"),
+            (pb.HeartbeatRequest(device_id="d" * 65), grpc.StatusCode.INVALID_ARGUMENT, "device_id"),
+            (pb.HeartbeatRequest(device_id="a:b"), grpc.StatusCode.INVALID_ARGUMENT, "device_id"),
+            (pb.HeartbeatRequest(device_id="p", ttl_ms=4999), grpc.StatusCode.INVALID_ARGUMENT,
+             "ttl_ms"),
+            (pb.HeartbeatRequest(device_id="p", ttl_ms=120001), grpc.StatusCode.INVALID_ARGUMENT,
+             "ttl_ms"),
+            (pb.HeartbeatRequest(device_id="p", user_id="mallory"),
+             grpc.StatusCode.PERMISSION_DENIED, "another user"),
+        ]
+        for req, want, text in cases:
+            code, details = self.code(s.Heartbeat, req, metadata=md("eve"))
+            self.assertEqual(code, want, req)
+            self.assertIn(text, details)
+        code, _ = self.code(s.SetOffline, pb.SetOfflineRequest(device_id=""), metadata=md("eve"))
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+        code, _ = self.code(s.SetOffline, pb.SetOfflineRequest(device_id="p", user_id="mallory"),
+                            metadata=md("eve"))
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED)
+        # bounds themselves are fine, and 0 is the default
+        self.assertEqual(hb(s, "eve", "p", ttl_ms=5000).ttl_ms, 5000)
+        self.assertEqual(hb(s, "eve", "p", ttl_ms=120000).ttl_ms, 120000)
+        self.assertEqual(hb(s, "eve", "p").ttl_ms, 30000)
+        self.assertEqual(s.Heartbeat(pb.HeartbeatRequest(device_id="p", user_id="eve"),
+                                     metadata=md("eve"), timeout=5).ttl_ms, 30000)
+        # nothing was written for the refused calls
+        self.assertEqual(REDIS.cli("EXISTS", "presence-devices:mallory"), "0")
+        self.assertEqual(REDIS.cli("ZRANGE", "presence-devices:eve", "0", "-1"), "p")
+
+    def test_lists(self):
+        for fn in (A.stub.GetPresence,):
+            for ids, text in (([], "empty"), (["u%d" % i for i in range(501)], "at most 500"),
+                              (["ok", ""], "user_ids[1]"), (["ok", "has space"], "user_ids[1]"),
+                              (["x" * 129], "user_ids[0]")):
+                code, details = self.code(fn, pb.GetPresenceRequest(user_ids=ids), metadata=md("eve"))
+                self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIn(text, details)
+        for ids in ([], ["u%d" % i for i in range(501)], ["bad\tid"]):
+            w = Watch(A.stub, "eve", ids)
+            _, status = w.next()
+            self.assertEqual(status, grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_tokens(self):
+        s = A.stub
+        req = pb.HeartbeatRequest(device_id="p")
+        bad = [
+            (),
+            (("authorization", "Bearer not.a.token"),),
+            (("authorization", "Basic Zm9vOmJhcg=="),),
+            (("authorization", "Bearer " + token("eve", secret=b"x" * 40)),),
+            (("authorization", "Bearer " + token("eve", ttl_s=-3600)),),
+            (("authorization", "Bearer " + token("eve", alg="HS384")),),
+        ]
+        for m in bad:
+            code, _ = self.code(s.Heartbeat, req, metadata=m)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, m)
+            code, _ = self.code(s.GetPresence, pb.GetPresenceRequest(user_ids=["a"]), metadata=m)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, m)
+            code, _ = self.code(s.CountOnline, pb.CountOnlineRequest(chat_id=1), metadata=m)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, m)
+        call = s.WatchPresence(pb.WatchPresenceRequest(user_ids=["a"]), metadata=bad[1])
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(iter(call))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_watch_ends_when_token_expires(self):
+        # the verifier allows 30 s of clock leeway; the stream itself ends at exp
+        w = Watch(B.stub, "eve", ["someone"], ttl_s=1)
+        _, snap = w.next()
+        self.assertTrue(snap.snapshot)
+        _, status = w.next(timeout=4.0)
+        self.assertEqual(status, grpc.StatusCode.UNAUTHENTICATED)
+
+
+class T6CountOnline(unittest.TestCase):
+    def test_count_online(self):
+        REDIS.cli("SADD", "chat:4242:members", "c-ann", "c-ben", "c-cat", "c-dan")
+        hb(A.stub, "c-ann", "p", ttl_ms=60000)
+        hb(B.stub, "c-ben", "p", ttl_ms=60000)
+        hb(B.stub, "c-ben", "q", ttl_ms=60000)
+        hb(A.stub, "c-zed", "p", ttl_ms=60000)  # online, not a member
+        r = A.stub.CountOnline(pb.CountOnlineRequest(chat_id=4242), metadata=md("c-dan"), timeout=5)
+        self.assertEqual((r.online_count, r.member_count), (2, 4))
+        self.assertAlmostEqual(r.computed_at_ms / 1000, time.time(), delta=2)
+        A.stub.SetOffline(pb.SetOfflineRequest(device_id="p"), metadata=md("c-ann"), timeout=5)
+        r = B.stub.CountOnline(pb.CountOnlineRequest(chat_id=4242), metadata=md("c-ann"), timeout=5)
+        self.assertEqual((r.online_count, r.member_count), (1, 4))
+        for chat, user, want in ((4243, "c-ann", grpc.StatusCode.NOT_FOUND),
+                                 (4242, "c-zed", grpc.StatusCode.PERMISSION_DENIED),
+                                 (0, "c-ann", grpc.StatusCode.INVALID_ARGUMENT)):
+            with self.assertRaises(grpc.RpcError) as cm:
+                A.stub.CountOnline(pb.CountOnlineRequest(chat_id=chat), metadata=md(user), timeout=5)
+            self.assertEqual(cm.exception.code(), want)
+
+
+class T9RedisRestart(unittest.TestCase):
+    """Runs last: restarts Redis (all presence data is gone afterwards)."""
+
+    def test_1_restart_during_watch_resends_snapshot(self):
+        hb(A.stub, "rs-fay", "p", ttl_ms=60000)
+        w = Watch(A.stub, "watcher", ["rs-fay", "rs-gus"])
+        _, snap = w.next()
+        self.assertTrue(state(snap, "rs-fay").online)
+        REDIS.stop(hard=True)
+        time.sleep(0.5)
+        REDIS.start()  # empty: rs-fay is offline now, and the notification config is reset
+        _, r = w.next(timeout=RESYNC_TIMEOUT_MS / 1000 + 2)
+        self.assertNotIsInstance(r, grpc.StatusCode, "expected a snapshot, got a status")
+        self.assertTrue(r.snapshot)
+        self.assertFalse(state(r, "rs-fay").online)
+        self.assertIn("E", REDIS.cli("CONFIG", "GET", "notify-keyspace-events").split()[-1])
+        # the feed works again, for changes through either instance (B's command connection
+        # may still be in its reconnect backoff: UNAVAILABLE until then)
+        hb_retry(B.stub, "rs-gus", "p", ttl_ms=60000)
+        w.until(is_online("rs-gus"), timeout=1.0)
+        w.cancel()
+
+    def test_2_redis_down_too_long_ends_with_unavailable(self):
+        w = Watch(B.stub, "watcher", ["rs-hal"])
+        w.next()
+        REDIS.stop(hard=True)
+        t0 = time.time()
+        t, status = w.next(timeout=RESYNC_TIMEOUT_MS / 1000 + 3)
+        self.assertEqual(status, grpc.StatusCode.UNAVAILABLE)
+        print("  stream ended UNAVAILABLE %.1f s after Redis died" % (t - t0), file=sys.stderr)
+        # requests fail fast meanwhile, with UNAVAILABLE
+        with self.assertRaises(grpc.RpcError) as cm:
+            hb(A.stub, "rs-hal", "p")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        REDIS.start()
+        # a new watch works once Redis is back
+        end = time.time() + 10
+        while True:
+            w2 = Watch(B.stub, "watcher", ["rs-hal"])
+            _, r = w2.next(timeout=RESYNC_TIMEOUT_MS / 1000 + 2)
+            if not isinstance(r, grpc.StatusCode):
+                break
+            self.assertLess(time.time(), end, "watch never recovered")
+            time.sleep(0.3)
+        self.assertTrue(r.snapshot)
+        hb_retry(A.stub, "rs-hal", "p", ttl_ms=60000)
+        w2.until(is_online("rs-hal"), timeout=1.0)
+        w2.cancel()
+
+
+class TzShutdown(unittest.TestCase):
+    def test_logs_and_clean_exit(self):
+        log = A.read_log()
+        self.assertIn("keyspace notifications", log)
+        self.assertIn("notify-keyspace-events", log)
+        self.assertEqual(A.stop(), 0)
+        self.assertEqual(B.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
