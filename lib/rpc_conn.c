@@ -104,6 +104,7 @@ struct rpc_call {
     rpc__link conn_link;       /* in conn->calls */
     rpc__link watch_link;      /* health watchers */
     rpc__worker *w;            /* the worker */
+    int64_t started;           /* ms at dispatch, for the latency metric */
     char peer[64];             /* copy of the connection's peer */
 };
 
@@ -464,6 +465,7 @@ int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg)
 static void call_end(rpc_call *call)
 {
     call->state = CALL_DONE;
+    rpc__metrics_record(call->w->srv, call->m, call->code, rpc_now_ms() - call->started);
     if (call->deadline_ev)
         event_del(call->deadline_ev);
     if (call->watch_link.next != &call->watch_link)
@@ -532,12 +534,15 @@ static void call_detach(rpc_call *call, rpc_cancel_reason reason)
         return;
     rpc__link_remove(&call->conn_link);
     c->n_calls--;
+    atomic_fetch_sub(&call->w->srv->n_calls, 1);
     c->queued -= call->queued;
     call->conn = NULL;
     if (call->watch_link.next != &call->watch_link)
         rpc__link_remove(&call->watch_link);
     if (call->state != CALL_DONE) {
         call->state = CALL_DONE;
+        rpc__metrics_record(call->w->srv, call->m, RPC_STATUS_CANCELLED,
+                            rpc_now_ms() - call->started);
         if (call->deadline_ev)
             event_del(call->deadline_ev);
         call_report_cancel(call, reason);
@@ -633,6 +638,7 @@ static void call_dispatch(rpc_call *call)
         return;
     }
     call->state = CALL_ACTIVE;
+    call->started = rpc_now_ms();
     if (call->timeout_ms > 0) {
         call->deadline = rpc_now_ms() + call->timeout_ms;
         call->deadline_ev = evtimer_new(call->w->base, on_deadline, call);
@@ -735,6 +741,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     memcpy(call->peer, c->peer, sizeof(call->peer));
     rpc__link_insert(&c->calls, &call->conn_link);
     c->n_calls++;
+    atomic_fetch_add(&c->w->srv->n_calls, 1);
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, call);
     return 0;
 }
@@ -942,6 +949,7 @@ static void conn_free(rpc__conn *c)
     rpc__worker *w = c->w;
     rpc__link_remove(&c->link);
     w->n_conns--;
+    atomic_fetch_sub(&w->srv->n_conns, 1);
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
@@ -1220,6 +1228,7 @@ void rpc__conn_accept(rpc__worker *w, int fd, const struct sockaddr *sa, socklen
     c->last_recv = rpc_now_ms();
     rpc__link_insert(&w->conns, &c->link);
     w->n_conns++;
+    atomic_fetch_add(&srv->n_conns, 1);
     event_add(c->rev, NULL);
     uint32_t tick = 10000;
     if (srv->cfg.keepalive_ms && srv->cfg.keepalive_ms / 2 < tick)

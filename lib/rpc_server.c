@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 
 int64_t rpc_now_ms(void)
 {
@@ -115,6 +116,8 @@ void rpc_server_free(rpc_server *srv)
 {
     if (srv == NULL)
         return;
+    for (size_t i = 0; i < srv->methods_cap; i++)
+        free(srv->methods[i].stats);
     free(srv->methods);
     free(srv->services);
     free(srv->files);
@@ -179,6 +182,12 @@ int rpc_server_add_method(rpc_server *srv, const rpc_method_desc *m, const rpc_h
         srv->methods_cap = ncap;
     }
     rpc__method e = {.desc = m, .handler = h, .user_data = user_data};
+    e.stats = mem_calloc(1, sizeof(*e.stats));
+    /* "/pkg.Svc/Method" -> service "pkg.Svc", method "Method" for the metric labels. */
+    const char *slash = strrchr(m->path, '/');
+    snprintf(e.stats->service, sizeof(e.stats->service), "%.*s", (int)(slash - m->path - 1),
+             m->path + 1);
+    snprintf(e.stats->method, sizeof(e.stats->method), "%s", slash + 1);
     methods_put(srv->methods, srv->methods_cap, &e);
     srv->n_methods++;
     return 0;
@@ -221,6 +230,51 @@ void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
     srv->worker_start = start;
     srv->worker_stop = stop;
     srv->worker_hook_data = user_data;
+}
+
+static void collect_gauges(metrics_registry *r, void *user_data)
+{
+    rpc_server *srv = user_data;
+    metrics_gauge *g;
+    if (metrics_gauge_get(r, "grpc_server_connections", "Open HTTP/2 connections.", NULL, &g) == 0)
+        metrics_gauge_set(g, (double)atomic_load(&srv->n_conns));
+    if (metrics_gauge_get(r, "grpc_server_calls_in_flight", "Calls not yet finished.", NULL, &g) ==
+        0)
+        metrics_gauge_set(g, (double)atomic_load(&srv->n_calls));
+}
+
+void rpc_server_set_metrics(rpc_server *srv, metrics_registry *r)
+{
+    srv->metrics = r;
+    if (r)
+        metrics_registry_add_collector(r, collect_gauges, srv);
+}
+
+void rpc__metrics_record(rpc_server *srv, const rpc__method *m, int code, int64_t elapsed_ms)
+{
+    if (srv->metrics == NULL || m == NULL || code < 0 || code > 16)
+        return;
+    rpc__method_stats *st = m->stats;
+    metrics_counter *c = atomic_load(&st->by_code[code]);
+    if (c == NULL) {
+        const char *labels[] = {"grpc_service", st->service,           "grpc_method", st->method,
+                                "grpc_code",    rpc_status_name(code), NULL};
+        if (metrics_counter_get(srv->metrics, "grpc_server_handled_total",
+                                "Calls completed on the server, by status code.", labels, &c) < 0)
+            return;
+        atomic_store(&st->by_code[code], c);
+    }
+    metrics_counter_inc(c);
+    metrics_histogram *h = atomic_load(&st->latency);
+    if (h == NULL) {
+        const char *labels[] = {"grpc_service", st->service, "grpc_method", st->method, NULL};
+        if (metrics_histogram_get(srv->metrics, "grpc_server_handling_seconds",
+                                  "Time from request headers to the end of the call.", labels,
+                                  metrics_latency_buckets, metrics_latency_buckets_n, &h) < 0)
+            return;
+        atomic_store(&st->latency, h);
+    }
+    metrics_histogram_observe(h, (double)elapsed_ms / 1000.0);
 }
 
 void rpc_server_set_main_hook(rpc_server *srv, rpc_main_start_cb start, void *user_data)

@@ -108,6 +108,13 @@ void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
 typedef void (*rpc_main_start_cb)(rpc_server *srv, struct event_base *base, void *user_data);
 void rpc_server_set_main_hook(rpc_server *srv, rpc_main_start_cb start, void *user_data);
 
+struct metrics_registry;
+/* Exports grpc_server_handled_total{grpc_service,grpc_method,grpc_code},
+ * grpc_server_handling_seconds{grpc_service,grpc_method} and the gauges
+ * grpc_server_connections / grpc_server_calls_in_flight into |r| (which must outlive the
+ * server). Call before rpc_server_start(). */
+void rpc_server_set_metrics(rpc_server *srv, struct metrics_registry *r);
+
 /* Binds and listens (one socket per worker with SO_REUSEPORT) and starts the worker threads.
  * Returns 0 or -errno. */
 int rpc_server_start(rpc_server *srv);

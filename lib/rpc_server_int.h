@@ -18,11 +18,23 @@ typedef struct rpc__worker rpc__worker;
 typedef struct rpc__conn rpc__conn;
 
 /* A registered method. */
+/* Per-method metrics, created lazily from any worker (series lookups are idempotent). */
+typedef struct rpc__method_stats {
+    _Atomic(struct metrics_counter *) by_code[17]; /* grpc_server_handled_total per code */
+    _Atomic(struct metrics_histogram *) latency;   /* grpc_server_handling_seconds */
+    char service[128];                             /* label values */
+    char method[128];
+} rpc__method_stats;
+
 typedef struct rpc__method {
     const rpc_method_desc *desc; /* static description */
     const rpc_handler *handler;  /* callbacks */
     void *user_data;             /* passed to every callback */
+    rpc__method_stats *stats;    /* owned by the server; stable across table growth */
 } rpc__method;
+
+/* Records a finished call of |m| with |code| after |elapsed_ms| (no-op without metrics). */
+void rpc__metrics_record(rpc_server *srv, const rpc__method *m, int code, int64_t elapsed_ms);
 
 /* One health entry. */
 typedef struct rpc__health_entry {
@@ -87,7 +99,10 @@ struct rpc_server {
     rpc_worker_start_cb worker_start; /* hooks */
     rpc_worker_stop_cb worker_stop;
     void *worker_hook_data;
-    rpc_main_start_cb main_start; /* main-loop hook */
+    struct metrics_registry *metrics; /* optional, rpc_server_set_metrics */
+    atomic_long n_conns;              /* open connections, all workers */
+    atomic_long n_calls;              /* calls in flight, all workers */
+    rpc_main_start_cb main_start;     /* main-loop hook */
     void *main_hook_data;
 };
 

@@ -32,6 +32,11 @@ typedef struct service_def {
     void *user_data;
 } service_def;
 
+struct metrics_registry;
+/* The process's metrics registry (served on the metrics port; valid inside setup() and until
+ * service_main returns). Services add their own series to it. */
+struct metrics_registry *service_metrics(void);
+
 /* Runs the service until SIGTERM/SIGINT; returns the process exit code. */
 int service_main(const service_def *def, int argc, char **argv);
 
