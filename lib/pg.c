@@ -1,11 +1,16 @@
 /* Asynchronous PostgreSQL pool on libpq's non-blocking API (pg.h). */
 #include "pg.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/util.h>
 
 #include "log.h"
 #include "mem.h"
@@ -66,7 +71,10 @@ typedef enum pc_state {
     PC_CONNECTING = 1, /* PQconnectPoll in progress */
     PC_IDLE = 2,       /* connected, no query */
     PC_BUSY = 3,       /* a query is running */
+    PC_RESOLVING = 4,  /* host names being resolved with evdns before PQconnectStartParams */
 } pc_state;
+
+typedef struct resolve_batch resolve_batch;
 
 typedef struct pg_query {
     struct pg_query *next; /* wait queue link */
@@ -101,6 +109,7 @@ struct pg_conn {
     struct event *timer;  /* connect timeout / reconnect backoff */
     uint32_t attempt;     /* consecutive failures */
     int64_t up_since;     /* mono ms of the last connect */
+    resolve_batch *rb;    /* lookups in progress (PC_RESOLVING) */
 };
 
 struct pg_pool {
@@ -117,9 +126,16 @@ struct pg_pool {
     bool closing;            /* pg_pool_free() called */
     bool dispatching;        /* dispatch() on the stack */
     uint32_t rng;            /* jitter */
+    char **kw;               /* conninfo keywords (PQconninfoParse), NULL-terminated */
+    char **kv;               /* their values */
+    int host_i;              /* index of "host" in kw, -1 when absent */
+    int port_i;              /* index of "port" in kw, -1 when absent */
+    bool needs_dns;          /* some host is a name: resolve it without blocking first */
+    struct evdns_base *dns;  /* resolver, created on first use */
 };
 
 static void dispatch(pg_pool *p);
+static void batch_abandon(resolve_batch *rb);
 static void conn_start(pg_conn *c);
 static void do_release(pg_conn *c);
 
@@ -197,7 +213,21 @@ static void pool_destroy(pg_pool *p)
         event_free(c->ev);
         event_free(c->timer);
     }
+    for (unsigned i = 0; i < p->cfg.size; i++) {
+        if (p->conns[i].rb != NULL) {
+            batch_abandon(p->conns[i].rb);
+            p->conns[i].rb = NULL;
+        }
+    }
     event_free(p->qtimer);
+    if (p->dns != NULL)
+        evdns_base_free(p->dns, 1);
+    for (int i = 0; p->kw != NULL && p->kw[i] != NULL; i++) {
+        free(p->kw[i]);
+        free(p->kv[i]);
+    }
+    free(p->kw);
+    free(p->kv);
     free(p->conns);
     free(p->conninfo);
     free(p->name);
@@ -435,10 +465,10 @@ static void on_notice(void *arg, const char *message)
     log_info("%s[%u]: server: %s", c->pool->name, c->idx, buf);
 }
 
-static void conn_start(pg_conn *c)
+/* Takes |pq| fresh from PQconnectStart[Params] and drives it with socket events. */
+static void conn_begin(pg_conn *c, PGconn *pq)
 {
-    pg_pool *p = c->pool;
-    c->pq = PQconnectStart(p->conninfo);
+    c->pq = pq;
     if (c->pq == NULL) {
         schedule_reconnect(c, false, "out of memory");
         return;
@@ -449,11 +479,259 @@ static void conn_start(pg_conn *c)
         return;
     }
     c->state = PC_CONNECTING;
-    arm_ms(c->timer, p->cfg.connect_timeout_ms);
     /* libpq: before the first PQconnectPoll, behave as if it returned POLLING_WRITING. */
     watch(c, EV_WRITE);
     if (c->sock < 0)
         conn_lost(c, "no socket");
+}
+
+/* --- host names resolved with evdns ----------------------------------------------------------
+ * libpq resolves host names with getaddrinfo() inside PQconnectPoll, which can block the loop
+ * for as long as DNS takes. When the conninfo names hosts, each attempt resolves them here
+ * first and passes the addresses as hostaddr (the names stay in host, for TLS and logs), one
+ * host/hostaddr pair per address so that libpq still tries every address in order. */
+
+#define PG_MAX_HOSTS 16 /* host entries pre-resolved; longer lists are left to libpq */
+#define PG_MAX_ADDRS 4  /* addresses used per name */
+
+typedef struct lookup {
+    resolve_batch *rb; /* owner */
+    int idx;           /* host entry */
+} lookup;
+
+struct resolve_batch {
+    pg_conn *c;                 /* NULL once abandoned */
+    int pending;                /* lookups outstanding (+1 while issuing) */
+    int n;                      /* host entries */
+    char *hosts[PG_MAX_HOSTS];  /* entries (owned) */
+    char *ports[PG_MAX_HOSTS];  /* per-entry ports, or NULL (owned) */
+    bool is_name[PG_MAX_HOSTS]; /* needs a lookup */
+    int n_addrs[PG_MAX_HOSTS];  /* addresses found */
+    char addrs[PG_MAX_HOSTS][PG_MAX_ADDRS][INET6_ADDRSTRLEN]; /* numeric addresses */
+    struct evdns_getaddrinfo_request *req[PG_MAX_HOSTS];      /* pending lookups */
+    lookup lk[PG_MAX_HOSTS];                                  /* callback arguments */
+};
+
+/* Splits a comma list into at most |max| owned strings; returns the count or -1 if longer. */
+static int split_list(const char *s, char **out, int max)
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (n == max) {
+            for (int i = 0; i < n; i++)
+                free(out[i]);
+            return -1;
+        }
+        out[n++] = mem_strndup(p, len);
+        if (comma == NULL)
+            return n;
+        p = comma + 1;
+    }
+}
+
+static bool host_is_name(const char *h)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return h[0] != '\0' && h[0] != '/' && h[0] != '@' && evutil_inet_pton(AF_INET, h, buf) != 1 &&
+           evutil_inet_pton(AF_INET6, h, buf) != 1;
+}
+
+static void batch_free(resolve_batch *rb)
+{
+    for (int i = 0; i < rb->n; i++) {
+        free(rb->hosts[i]);
+        free(rb->ports[i]);
+    }
+    free(rb);
+}
+
+/* Stops caring about |rb|'s lookups; it frees itself when the last callback has run. */
+static void batch_abandon(resolve_batch *rb)
+{
+    struct evdns_getaddrinfo_request *reqs[PG_MAX_HOSTS];
+    int n = rb->n;
+    memcpy(reqs, rb->req, sizeof(reqs));
+    rb->c = NULL;
+    rb->pending++; /* hold it while cancelling: callbacks may run synchronously */
+    for (int i = 0; i < n; i++)
+        if (reqs[i] != NULL)
+            evdns_getaddrinfo_cancel(reqs[i]);
+    if (--rb->pending == 0)
+        batch_free(rb);
+}
+
+typedef struct strbuf {
+    char *p;  /* NUL-terminated */
+    size_t n; /* length */
+} strbuf;
+
+static void sb_append(strbuf *b, const char *s, bool comma)
+{
+    size_t add = strlen(s) + (comma ? 1 : 0);
+    b->p = mem_realloc(b->p, b->n + add + 1);
+    if (comma)
+        b->p[b->n++] = ',';
+    memcpy(b->p + b->n, s, strlen(s));
+    b->n += strlen(s);
+    b->p[b->n] = '\0';
+}
+
+static void resolved_connect(pg_conn *c, resolve_batch *rb)
+{
+    pg_pool *p = c->pool;
+    strbuf hosts = {mem_strdup(""), 0}, addrs = {mem_strdup(""), 0}, ports = {mem_strdup(""), 0};
+    bool multi_port = rb->ports[0] != NULL;
+    int entries = 0;
+    for (int i = 0; i < rb->n; i++) {
+        int k = rb->is_name[i] ? rb->n_addrs[i] : 1;
+        for (int a = 0; a < k; a++) {
+            sb_append(&hosts, rb->hosts[i], entries > 0);
+            sb_append(&addrs, rb->is_name[i] ? rb->addrs[i][a] : "", entries > 0);
+            if (multi_port)
+                sb_append(&ports, rb->ports[i], entries > 0);
+            entries++;
+        }
+    }
+    if (entries == 0) {
+        free(hosts.p);
+        free(addrs.p);
+        free(ports.p);
+        conn_lost(c, "could not resolve any host");
+        return;
+    }
+    int nkw = 0;
+    while (p->kw[nkw] != NULL)
+        nkw++;
+    const char **kw = mem_calloc((size_t)nkw + 2, sizeof(char *));
+    const char **kv = mem_calloc((size_t)nkw + 2, sizeof(char *));
+    int k = 0;
+    for (int i = 0; i < nkw; i++) {
+        if (strcmp(p->kw[i], "hostaddr") == 0)
+            continue;
+        kw[k] = p->kw[i];
+        if (i == p->host_i)
+            kv[k] = hosts.p;
+        else if (i == p->port_i && multi_port)
+            kv[k] = ports.p;
+        else
+            kv[k] = p->kv[i];
+        k++;
+    }
+    kw[k] = "hostaddr";
+    kv[k] = addrs.p;
+    k++;
+    kw[k] = NULL;
+    kv[k] = NULL;
+    PGconn *pq = PQconnectStartParams(kw, kv, 0);
+    free(kw);
+    free(kv);
+    free(hosts.p);
+    free(addrs.p);
+    free(ports.p);
+    conn_begin(c, pq);
+}
+
+static void on_pg_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    lookup *lk = arg;
+    resolve_batch *rb = lk->rb;
+    int i = lk->idx;
+    rb->req[i] = NULL;
+    if (result == 0) {
+        for (struct evutil_addrinfo *a = res; a != NULL && rb->n_addrs[i] < PG_MAX_ADDRS;
+             a = a->ai_next) {
+            const void *addr = a->ai_family == AF_INET6
+                                   ? (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr
+                                   : (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr;
+            if (evutil_inet_ntop(a->ai_family, addr, rb->addrs[i][rb->n_addrs[i]],
+                                 INET6_ADDRSTRLEN) != NULL)
+                rb->n_addrs[i]++;
+        }
+    } else if (result != EVUTIL_EAI_CANCEL && rb->c != NULL) {
+        log_debug("%s[%u]: resolve %s: %s", rb->c->pool->name, rb->c->idx, rb->hosts[i],
+                  evutil_gai_strerror(result));
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    if (--rb->pending > 0)
+        return;
+    pg_conn *c = rb->c;
+    if (c == NULL) {
+        batch_free(rb);
+        return;
+    }
+    pg_pool *p = c->pool;
+    c->rb = NULL;
+    enter(p);
+    resolved_connect(c, rb);
+    batch_free(rb);
+    leave(p);
+}
+
+static void start_resolve(pg_conn *c)
+{
+    pg_pool *p = c->pool;
+    if (p->dns == NULL) {
+        p->dns = evdns_base_new(p->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (p->dns == NULL) {
+            conn_lost(c, "no DNS resolver");
+            return;
+        }
+    }
+    resolve_batch *rb = mem_calloc(1, sizeof(*rb));
+    rb->c = c;
+    rb->n = split_list(p->kv[p->host_i], rb->hosts, PG_MAX_HOSTS);
+    if (p->port_i >= 0 && strchr(p->kv[p->port_i], ',') != NULL &&
+        split_list(p->kv[p->port_i], rb->ports, PG_MAX_HOSTS) != rb->n) {
+        /* libpq rejects a host/port count mismatch itself; let it say so. */
+        for (int i = 0; i < PG_MAX_HOSTS; i++) {
+            free(rb->ports[i]);
+            rb->ports[i] = NULL;
+        }
+        batch_free(rb);
+        conn_begin(c, PQconnectStart(p->conninfo));
+        return;
+    }
+    c->rb = rb;
+    c->state = PC_RESOLVING;
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    rb->pending = 1; /* held while issuing: lookups may complete synchronously */
+    for (int i = 0; i < rb->n; i++) {
+        rb->is_name[i] = host_is_name(rb->hosts[i]);
+        if (!rb->is_name[i])
+            continue;
+        rb->lk[i].rb = rb;
+        rb->lk[i].idx = i;
+        rb->pending++;
+        /* NULL when answered at once (hosts file, cache): the callback already ran. */
+        struct evdns_getaddrinfo_request *r =
+            evdns_getaddrinfo(p->dns, rb->hosts[i], NULL, &hints, on_pg_resolved, &rb->lk[i]);
+        if (r != NULL)
+            rb->req[i] = r;
+    }
+    if (--rb->pending == 0) {
+        c->rb = NULL;
+        resolved_connect(c, rb);
+        batch_free(rb);
+    }
+}
+
+static void conn_start(pg_conn *c)
+{
+    pg_pool *p = c->pool;
+    arm_ms(c->timer, p->cfg.connect_timeout_ms);
+    if (p->needs_dns)
+        start_resolve(c);
+    else
+        conn_begin(c, PQconnectStart(p->conninfo));
 }
 
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
@@ -463,10 +741,17 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
     pg_conn *c = arg;
     pg_pool *p = c->pool;
     enter(p);
-    if (c->state == PC_DOWN && !c->held && !p->closing)
+    if (c->state == PC_DOWN && !c->held && !p->closing) {
         conn_start(c);
-    else if (c->state == PC_CONNECTING)
+    } else if (c->state == PC_RESOLVING) {
+        resolve_batch *rb = c->rb;
+        c->rb = NULL;
+        if (rb != NULL)
+            batch_abandon(rb);
+        conn_lost(c, "host name lookup timed out");
+    } else if (c->state == PC_CONNECTING) {
         conn_lost(c, "connect timed out");
+    }
     leave(p);
 }
 
@@ -586,6 +871,7 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
         read_results(c);
         break;
     case PC_DOWN:
+    case PC_RESOLVING:
         break;
     }
     leave(p);
@@ -641,8 +927,39 @@ int pg_pool_new(pg_pool **out, struct event_base *base, const pg_config *cfg)
         PQfreemem(errmsg);
         return PG_E_INVALID;
     }
-    PQconninfoFree(opts);
     pg_pool *p = mem_calloc(1, sizeof(*p));
+    /* Keep the parsed options: a name in "host" is resolved by us (see start_resolve) unless
+     * hostaddr is given, in which case libpq does no lookup anyway. */
+    int nopt = 0, k = 0;
+    while (opts[nopt].keyword != NULL)
+        nopt++;
+    p->kw = mem_calloc((size_t)nopt + 1, sizeof(char *));
+    p->kv = mem_calloc((size_t)nopt + 1, sizeof(char *));
+    p->host_i = p->port_i = -1;
+    bool have_hostaddr = false;
+    for (int i = 0; i < nopt; i++) {
+        if (opts[i].val == NULL)
+            continue;
+        if (strcmp(opts[i].keyword, "host") == 0)
+            p->host_i = k;
+        else if (strcmp(opts[i].keyword, "port") == 0)
+            p->port_i = k;
+        else if (strcmp(opts[i].keyword, "hostaddr") == 0 && opts[i].val[0] != '\0')
+            have_hostaddr = true;
+        p->kw[k] = mem_strdup(opts[i].keyword);
+        p->kv[k] = mem_strdup(opts[i].val);
+        k++;
+    }
+    PQconninfoFree(opts);
+    if (p->host_i >= 0 && !have_hostaddr) {
+        char *hosts[PG_MAX_HOSTS];
+        int n = split_list(p->kv[p->host_i], hosts, PG_MAX_HOSTS);
+        for (int i = 0; i < n; i++) {
+            if (host_is_name(hosts[i]))
+                p->needs_dns = true;
+            free(hosts[i]);
+        }
+    }
     p->base = base;
     p->cfg = *cfg;
     p->conninfo = mem_strdup(cfg->conninfo);
@@ -691,6 +1008,11 @@ void pg_pool_free(pg_pool *p)
         pg_conn *c = &p->conns[i];
         event_del(c->ev);
         event_del(c->timer);
+        if (c->rb != NULL) {
+            resolve_batch *rb = c->rb;
+            c->rb = NULL;
+            batch_abandon(rb);
+        }
     }
     for (unsigned i = 0; i < p->cfg.size; i++) {
         pg_conn *c = &p->conns[i];
@@ -759,7 +1081,7 @@ int pg_conn_query(pg_conn *c, const char *sql, const pg_params *params, pg_resul
     pg_pool *p = c->pool;
     if (p->closing)
         return PG_E_CLOSED;
-    if (c->broken || c->state == PC_DOWN || c->state == PC_CONNECTING)
+    if (c->broken || c->state == PC_DOWN || c->state == PC_CONNECTING || c->state == PC_RESOLVING)
         return PG_E_CONNECTION;
     if (c->cur != NULL || c->state != PC_IDLE)
         return PG_E_BUSY;

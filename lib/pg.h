@@ -6,8 +6,9 @@
  * after a failover the pool reconnects and libpq finds the new primary. Connections are made
  * with PQconnectStart/PQconnectPoll driven by socket events, queries are sent with
  * PQsendQueryParams and read with PQconsumeInput/PQgetResult: the loop never blocks on the
- * network. (libpq resolves host names with the system resolver while connecting; use
- * addresses, or hostaddr=, where a slow DNS must not stall the loop.)
+ * network. Host names in "host" are resolved first with libevent's evdns (libpq would call the
+ * blocking getaddrinfo) and handed to libpq as hostaddr, one entry per address, names kept for
+ * TLS; a conninfo that already has hostaddr, or no host (PGHOST), is passed through as is.
  *
  * Each connection runs one query at a time. Queries wait in one FIFO per pool, bounded by
  * max_queue (beyond it pg_pool_query() refuses at once with PG_E_BUSY) and by

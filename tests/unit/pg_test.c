@@ -342,6 +342,39 @@ static void test_multi_host_read_write(void **state)
     pg_pool_free(p);
 }
 
+static void test_host_names_resolved_without_blocking(void **state)
+{
+    (void)state;
+    /* A URI with a name: resolved with evdns, then connected through hostaddr. */
+    char ci[256];
+    snprintf(ci, sizeof(ci), "postgresql://postgres@localhost:%d/postgres", srv.port);
+    pg_pool *p = new_pool(ci, 1, 0, 10000);
+    got g = {0};
+    run_sql(p, "SELECT inet_server_addr()::text", &g);
+    assert_int_equal(g.err[0], 0);
+    assert_string_equal(g.val[0], "127.0.0.1/32");
+    pg_pool_free(p);
+
+    /* Names with per-host ports, the first dead: libpq still walks the list. */
+    snprintf(ci, sizeof(ci),
+             "host=localhost,localhost port=%d,%d user=postgres dbname=postgres "
+             "target_session_attrs=read-write",
+             ts_free_port(), srv.port);
+    p = new_pool(ci, 1, 0, 10000);
+    got g2 = {0};
+    run_sql(p, "SELECT 'via names'", &g2);
+    assert_int_equal(g2.err[0], 0);
+    assert_string_equal(g2.val[0], "via names");
+    pg_pool_free(p);
+
+    /* A name that does not resolve never connects; queries time out in the queue. */
+    p = new_pool("host=no-such-host.invalid user=postgres connect_timeout=2", 1, 0, 500);
+    got g3 = {0};
+    run_sql(p, "SELECT 1", &g3);
+    assert_int_equal(g3.err[0], PG_E_TIMEOUT);
+    pg_pool_free(p);
+}
+
 static void test_unreachable_times_out(void **state)
 {
     (void)state;
@@ -469,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallel_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multi_host_read_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_names_resolved_without_blocking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_killed_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
