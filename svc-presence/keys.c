@@ -3,34 +3,51 @@
 
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "validate.h"
 
-static size_t fit(int n, size_t cap)
+/* Writes the concatenation of |n| strings into |buf|; 0 when it does not fit. */
+static size_t join(char *buf, size_t cap, const char *const *parts, size_t n)
 {
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]);
+        if (len + l >= cap)
+            return 0;
+        memcpy(buf + len, parts[i], l);
+        len += l;
+    }
+    if (cap == 0)
+        return 0;
+    buf[len] = '\0';
+    return len;
 }
 
 size_t keys_device(char *buf, size_t cap, const char *user, const char *device)
 {
-    return fit(snprintf(buf, cap, KEYS_DEVICE_PREFIX "%s:%s", user, device), cap);
+    const char *parts[] = {KEYS_DEVICE_PREFIX, user, ":", device};
+    return join(buf, cap, parts, 4);
 }
 
 size_t keys_devices(char *buf, size_t cap, const char *user)
 {
-    return fit(snprintf(buf, cap, KEYS_DEVICES_PREFIX "%s", user), cap);
+    const char *parts[] = {KEYS_DEVICES_PREFIX, user};
+    return join(buf, cap, parts, 2);
 }
 
 size_t keys_seen(char *buf, size_t cap, const char *user)
 {
-    return fit(snprintf(buf, cap, KEYS_SEEN_PREFIX "%s", user), cap);
+    const char *parts[] = {KEYS_SEEN_PREFIX, user};
+    return join(buf, cap, parts, 2);
 }
 
 size_t keys_members(char *buf, size_t cap, uint64_t chat_id)
 {
-    return fit(snprintf(buf, cap, "chat:%" PRIu64 ":members", chat_id), cap);
+    char id[24];
+    snprintf(id, sizeof(id), "%" PRIu64, chat_id);
+    const char *parts[] = {"chat:", id, ":members"};
+    return join(buf, cap, parts, 3);
 }
 
 int keys_parse_device(const char *key, size_t len, const char **user, size_t *user_len,
@@ -70,7 +87,10 @@ size_t keys_event_channel(char *buf, size_t cap, int db, keys_event ev)
 {
     if (ev <= KEYS_EV_OTHER || ev > KEYS_EV_EXPIRED)
         return 0;
-    return fit(snprintf(buf, cap, "__keyevent@%d__:%s", db, event_names[ev]), cap);
+    char pre[32];
+    snprintf(pre, sizeof(pre), "__keyevent@%d__:", db);
+    const char *parts[] = {pre, event_names[ev]};
+    return join(buf, cap, parts, 2);
 }
 
 keys_event keys_parse_event_channel(const char *channel, size_t len)

@@ -1,0 +1,201 @@
+/*
+ * Unit tests of svc-presence's pure modules: key names and keyevent parsing (keys.c) and the
+ * input rules (validate.c). The service's sources are compiled into this test directly (the
+ * tests/unit glob links only lib/).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../svc-presence/keys.c"
+#include "../../svc-presence/validate.c"
+
+static void test_key_names(void **state)
+{
+    (void)state;
+    char buf[KEYS_MAX];
+    assert_int_equal(keys_device(buf, sizeof(buf), "alice", "phone"),
+                     strlen("presence:alice:phone"));
+    assert_string_equal(buf, "presence:alice:phone");
+    keys_devices(buf, sizeof(buf), "a:b");
+    assert_string_equal(buf, "presence-devices:a:b");
+    keys_seen(buf, sizeof(buf), "alice");
+    assert_string_equal(buf, "presence-seen:alice");
+    keys_members(buf, sizeof(buf), 18446744073709551615ULL);
+    assert_string_equal(buf, "chat:18446744073709551615:members");
+    /* too small a buffer: 0, never a truncated key */
+    assert_int_equal(keys_device(buf, 10, "alice", "phone"), 0);
+    /* the longest ids fit */
+    char user[VALIDATE_USER_ID_MAX + 1], dev[VALIDATE_DEVICE_ID_MAX + 1];
+    memset(user, 'u', VALIDATE_USER_ID_MAX);
+    user[VALIDATE_USER_ID_MAX] = '\0';
+    memset(dev, 'd', VALIDATE_DEVICE_ID_MAX);
+    dev[VALIDATE_DEVICE_ID_MAX] = '\0';
+    assert_true(keys_device(buf, sizeof(buf), user, dev) > 0);
+    assert_true(keys_devices(buf, sizeof(buf), user) > 0);
+}
+
+static void test_parse_device_key(void **state)
+{
+    (void)state;
+    const char *u, *d;
+    size_t ul, dl;
+    const char *k = "presence:alice:phone";
+    assert_int_equal(keys_parse_device(k, strlen(k), &u, &ul, &d, &dl), 0);
+    assert_int_equal(ul, 5);
+    assert_memory_equal(u, "alice", 5);
+    assert_int_equal(dl, 5);
+    assert_memory_equal(d, "phone", 5);
+    /* a user id may contain ':'; the device never does, so the last ':' splits */
+    k = "presence:urn:user:42:tab-1";
+    assert_int_equal(keys_parse_device(k, strlen(k), &u, &ul, &d, &dl), 0);
+    assert_int_equal(ul, strlen("urn:user:42"));
+    assert_memory_equal(u, "urn:user:42", ul);
+    assert_memory_equal(d, "tab-1", dl);
+    /* not ours */
+    const char *bad[] = {
+        "presence:alice",         /* no device */
+        "presence::phone",        /* empty user */
+        "presence:alice:",        /* empty device */
+        "presence-devices:alice", /* the sorted set */
+        "presence-seen:alice",    /* last seen */
+        "presencealice:phone",    /* no prefix */
+        "presence:alice:ph one",  /* bad device byte */
+        "dedupe:123",             /* another service's key */
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(keys_parse_device(bad[i], strlen(bad[i]), &u, &ul, &d, &dl), -1);
+    /* length-delimited, not NUL-terminated */
+    assert_int_equal(keys_parse_device("presence:bob:pcXXX", 15, &u, &ul, &d, &dl), 0);
+    assert_int_equal(dl, 2);
+}
+
+static void test_event_channels(void **state)
+{
+    (void)state;
+    char buf[64];
+    keys_event_channel(buf, sizeof(buf), 0, KEYS_EV_SET);
+    assert_string_equal(buf, "__keyevent@0__:set");
+    keys_event_channel(buf, sizeof(buf), 3, KEYS_EV_EXPIRED);
+    assert_string_equal(buf, "__keyevent@3__:expired");
+    assert_int_equal(keys_event_channel(buf, sizeof(buf), 0, KEYS_EV_OTHER), 0);
+    const struct {
+        const char *ch;
+        keys_event ev;
+    } cases[] = {
+        {"__keyevent@0__:set", KEYS_EV_SET},
+        {"__keyevent@12__:del", KEYS_EV_DEL},
+        {"__keyevent@0__:expired", KEYS_EV_EXPIRED},
+        {"__keyevent@0__:expire", KEYS_EV_OTHER}, /* a TTL refresh: not a change */
+        {"__keyevent@0__:setx", KEYS_EV_OTHER},
+        {"__keyspace@0__:presence:a:b", KEYS_EV_OTHER},
+        {"other", KEYS_EV_OTHER},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(keys_parse_event_channel(cases[i].ch, strlen(cases[i].ch)), cases[i].ev);
+}
+
+static void test_url_db(void **state)
+{
+    (void)state;
+    assert_int_equal(keys_url_db("127.0.0.1:6379"), 0);
+    assert_int_equal(keys_url_db("redis://127.0.0.1:6379"), 0);
+    assert_int_equal(keys_url_db("redis://127.0.0.1:6379/"), 0);
+    assert_int_equal(keys_url_db("redis://:pw@host:1/5"), 5);
+    assert_int_equal(keys_url_db("host/7"), 7);
+    assert_int_equal(keys_url_db("redis://[::1]:6379/2"), 2);
+    assert_int_equal(keys_url_db("redis://host/x"), -1);
+    assert_int_equal(keys_url_db(NULL), 0);
+}
+
+static void test_ids(void **state)
+{
+    (void)state;
+    assert_true(validate_user_id("alice", 5));
+    assert_true(validate_user_id("!~:{}*", 6));
+    assert_false(validate_user_id("", 0));
+    assert_false(validate_user_id("a b", 3));
+    assert_false(validate_user_id("a\x7f", 2));
+    assert_false(validate_user_id("\xc3\xa9", 2));
+    char u[130];
+    memset(u, 'x', sizeof(u));
+    assert_true(validate_user_id(u, 128));
+    assert_false(validate_user_id(u, 129));
+    assert_true(validate_device_id("Pixel-7_pro.2", 13));
+    assert_false(validate_device_id("", 0));
+    assert_false(validate_device_id("a:b", 3));
+    assert_false(validate_device_id("a/b", 3));
+    assert_true(validate_device_id(u, 64));
+    assert_false(validate_device_id(u, 65));
+}
+
+static void test_ttl(void **state)
+{
+    (void)state;
+    assert_int_equal(validate_ttl(0), 30000);
+    assert_int_equal(validate_ttl(5000), 5000);
+    assert_int_equal(validate_ttl(120000), 120000);
+    assert_int_equal(validate_ttl(4999), 0);
+    assert_int_equal(validate_ttl(120001), 0);
+    assert_int_equal(validate_ttl(1), 0);
+    assert_int_equal(validate_ttl(UINT32_MAX), 0);
+}
+
+static void test_user_list(void **state)
+{
+    (void)state;
+    size_t order[VALIDATE_MAX_USERS], n;
+    char err[160];
+    char *ids[] = {"b", "a", "b", "c", "a"};
+    assert_int_equal(validate_user_list(ids, 5, order, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 1);
+    assert_int_equal(order[2], 3);
+    assert_int_equal(validate_user_list(ids, 0, order, &n, err, sizeof(err)), -1);
+    assert_string_equal(err, "user_ids must not be empty");
+    char *bad[] = {"ok", "", "x"};
+    assert_int_equal(validate_user_list(bad, 3, order, &n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "user_ids[1]"));
+    char *nul[] = {"ok", NULL};
+    assert_int_equal(validate_user_list(nul, 2, order, &n, err, sizeof(err)), -1);
+    /* 500 distinct ids: fine; 501: refused before anything is looked at */
+    static char names[501][8];
+    char *many[501];
+    for (int i = 0; i < 501; i++) {
+        snprintf(names[i], sizeof(names[i]), "u%d", i);
+        many[i] = names[i];
+    }
+    assert_int_equal(validate_user_list(many, 500, order, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 500);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(order[i], i);
+    assert_int_equal(validate_user_list(many, 501, order, &n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "at most 500"));
+    /* 500 copies of one id: one entry */
+    char *same[500];
+    for (int i = 0; i < 500; i++)
+        same[i] = "x";
+    assert_int_equal(validate_user_list(same, 500, order, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_names),
+        cmocka_unit_test(test_parse_device_key),
+        cmocka_unit_test(test_event_channels),
+        cmocka_unit_test(test_url_db),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_user_list),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
