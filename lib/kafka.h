@@ -18,6 +18,9 @@
  * assigned partitions for back-pressure; offsets committed automatically, stored by the
  * application (at-least-once), or left entirely to the application.
  *
+ * Threading: a producer or consumer belongs to the loop it was created on; call its functions
+ * from that loop's thread only (one producer per worker loop keeps workers shared-nothing).
+ *
  * Configuration passthrough: |props| are "key=value" librdkafka properties applied after the
  * adapter's own settings, so they win (except the two producer guarantees above, which are
  * re-applied last).

@@ -92,7 +92,8 @@ static inline char *ts_mkdtemp(const char *tag)
 
 static inline void ts_rm_rf(const char *dir)
 {
-    if (dir == NULL || strncmp(dir, "/tmp/", 5) != 0 || strstr(dir, "chat-") == NULL)
+    /* Only ever a dir made by ts_mkdtemp(). */
+    if (dir == NULL || dir[0] != '/' || strstr(dir, "/chat-") == NULL || strchr(dir, '\'') != NULL)
         return;
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
