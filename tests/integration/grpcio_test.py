@@ -53,8 +53,10 @@ def _bootstrap():
         if _imports_ok(sys.executable):
             return
         print("grpcio_test: grpcio missing: running tools/install-tools.sh", file=sys.stderr)
-        subprocess.run([os.path.join(SOURCE_DIR, "tools", "install-tools.sh")], check=True,
-                       stdout=sys.stderr)
+        rc = subprocess.run([os.path.join(SOURCE_DIR, "tools", "install-tools.sh")],
+                            stdout=sys.stderr, check=False).returncode
+        if rc != 0:
+            sys.exit("grpcio_test: tools/install-tools.sh failed (exit %d): 0 passed, 1 failed" % rc)
     env = dict(os.environ, **{REEXEC_MARK: "1"})
     os.execve(venv_python, [venv_python, os.path.abspath(__file__)] + sys.argv[1:], env)
 
@@ -236,8 +238,9 @@ def setUpModule():  # pylint: disable=invalid-name
 def tearDownModule():  # pylint: disable=invalid-name
     if SERVER is not None:
         rc = SERVER.stop()
-        if rc != 0:
-            print("interop server exited %r; log:\n%s" % (rc, SERVER.log_text()), file=sys.stderr)
+        if rc != 0:  # an unclean stop, or a leak report under ASan
+            raise AssertionError("interop server exited %r after SIGTERM, want 0; log:\n%s" %
+                                 (rc, SERVER.log_text()))
 
 
 class InteropTest(unittest.TestCase):

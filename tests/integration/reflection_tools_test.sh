@@ -116,6 +116,7 @@ start_server svc-chats "$SVC"
 svc_pid=$started_pid svc_log=$started_log
 svc=127.0.0.1:$started_port
 start_server interop_server "$INTEROP"
+interop_pid=$started_pid interop_log=$started_log
 interop=127.0.0.1:$started_port
 
 # --- grpcurl against svc-chats ------------------------------------------------------------------
@@ -204,25 +205,31 @@ run "grpcurl unknown method" 76 "$GRPCURL" -plaintext -import-path "$work" -prot
 has "grpcurl unknown method" "Code: Unimplemented"
 ok "grpcurl grpc.testing.TestService/NoSuchMethod: Unimplemented"
 
-# --- SIGTERM: svc-chats drains and exits 0 ------------------------------------------------------
-kill -TERM "$svc_pid"
-for _ in $(seq 1 300); do
-    kill -0 "$svc_pid" 2>/dev/null || break
-    sleep 0.05
-done
-kill -0 "$svc_pid" 2>/dev/null && fail "svc-chats still running 15 s after SIGTERM"
-set +e
-wait "$svc_pid"
-rc=$?
-set -e
-left=()
-for p in "${pids[@]}"; do
-    [[ $p == "$svc_pid" ]] || left+=("$p")
-done
-pids=("${left[@]}")
-[[ $rc -eq 0 ]] || fail "svc-chats exited $rc after SIGTERM, want 0"
-grep -qE 'svc-chats: .*stopped' "$svc_log" || fail "svc-chats logged no stop line"
-ok "svc-chats: SIGTERM -> exit 0, logged '$(grep -E 'svc-chats: .*stopped' "$svc_log" | tail -n 1 |
-    sed 's/^[^ ]* [A-Z]* //')'"
+# --- SIGTERM: both servers drain and exit 0 -----------------------------------------------------
+# stop_server NAME PID LOG: SIGTERM, then the server must exit 0 within 15 s having logged its
+# stop line.
+stop_server() {
+    local name=$1 pid=$2 log=$3 rc p left=()
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -0 "$pid" 2>/dev/null && fail "$name still running 15 s after SIGTERM"
+    set +e
+    wait "$pid"
+    rc=$?
+    set -e
+    for p in "${pids[@]}"; do
+        [[ $p == "$pid" ]] || left+=("$p")
+    done
+    pids=("${left[@]}")
+    [[ $rc -eq 0 ]] || fail "$name exited $rc after SIGTERM, want 0"
+    grep -qE "$name: .*stopped" "$log" || fail "$name logged no stop line"
+    ok "$name: SIGTERM -> exit 0, logged '$(grep -E "$name: .*stopped" "$log" | tail -n 1 |
+        sed 's/^[^ ]* [A-Z]* //')'"
+}
+stop_server svc-chats "$svc_pid" "$svc_log"
+stop_server interop_server "$interop_pid" "$interop_log"
 
 echo "$me: all steps passed"

@@ -134,10 +134,24 @@ done
 for c in "${COMPRESSION_CASES[@]}"; do
     run_case "$c" "$compression_bin"
 done
+# The server must have survived the run and must shut down cleanly (exit 0: a drained stop,
+# and no leak report under ASan).
 if ! kill -0 "$spid" 2>/dev/null; then
     echo "interop: the server died during the run:" >&2
     cat "$log" >&2
     fail=$((fail + 1))
+else
+    kill -TERM "$spid"
+    set +e
+    wait "$spid"
+    rc=$?
+    set -e
+    spid=
+    if [[ $rc -ne 0 ]]; then
+        echo "interop: the server exited $rc after SIGTERM, want 0:" >&2
+        cat "$log" >&2
+        fail=$((fail + 1))
+    fi
 fi
 echo "grpc-go $GRPC_GO_VERSION interop client + tests/interop/compression vs our server:" \
     "$pass passed, $fail failed"
