@@ -68,8 +68,7 @@ start_server() {
         port=$(free_port)
         "$bin" --host 127.0.0.1 --port "$port" --workers 2 >"$log" 2>&1 &
         pid=$!
-        local i
-        for i in $(seq 1 100); do
+        for _ in $(seq 1 100); do
             if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
                 pids+=("$pid")
                 logs+=("$log")
