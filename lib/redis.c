@@ -67,6 +67,7 @@ void redis_config_init(redis_config *cfg)
     cfg->reconnect_min_ms = 100;
     cfg->reconnect_max_ms = 5000;
     cfg->keepalive_s = 15;
+    cfg->ping_interval_ms = 5000;
 }
 
 static int64_t mono_ms(void)
@@ -967,6 +968,10 @@ struct redis_sub {
     size_t pending;          /* confirmations awaited before on_ready */
     bool ready;              /* on_ready delivered for this connection */
     bool ever_ready;         /* on_ready delivered at least once */
+    char probe[80];          /* private channel re-subscribed as a liveness probe */
+    struct event *probe_ev;  /* probe period (ping_interval_ms) */
+    bool probe_out;          /* a probe awaits its confirmation */
+    int64_t probe_sent;      /* mono ms it was sent */
 };
 
 static void sub_maybe_ready(redis_sub *s)
@@ -1000,6 +1005,9 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
                el[3]->type == REDIS_REPLY_STRING) {
         if (s->cbs.on_message != NULL)
             s->cbs.on_message(s, el[1]->str, el[2]->str, el[2]->len, el[3]->str, el[3]->len, s->ud);
+    } else if (strcmp(kind, "subscribe") == 0 && el[1]->type == REDIS_REPLY_STRING &&
+               strcmp(el[1]->str, s->probe) == 0) {
+        s->probe_out = false;
     } else if (strcmp(kind, "subscribe") == 0 || strcmp(kind, "psubscribe") == 0) {
         if (s->pending > 0) {
             s->pending--;
@@ -1020,11 +1028,42 @@ static void sub_attached(rconn *rc, redisAsyncContext *ac)
     send_setup(rc, ac, false);
 }
 
+/*
+ * A subscribed connection answers no ordinary command in a way hiredis 0.14 can route (PING
+ * gets an array reply it mistakes for a message). Subscribing again to a private channel does
+ * get a confirmation through the normal path, so that is the probe: one in flight at a time,
+ * sent every ping_interval_ms; unanswered for command_timeout_ms, the connection is dropped
+ * and rebuilt, and the user resyncs on on_ready. A silent network failure is thus noticed in
+ * seconds instead of after the TCP keepalive.
+ */
+static void on_probe_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redis_sub *s = arg;
+    if (s->rc.state != RC_CONNECTED || s->rc.closing)
+        return;
+    enter(&s->rc);
+    uint32_t limit =
+        s->rc.cfg.command_timeout_ms ? s->rc.cfg.command_timeout_ms : s->rc.cfg.ping_interval_ms;
+    if (s->probe_out && mono_ms() - s->probe_sent >= (int64_t)limit) {
+        log_warn("%s: no answer from %s:%u for %u ms; reconnecting", s->rc.name, s->rc.tgt.host,
+                 s->rc.tgt.port, limit);
+        drop(&s->rc, REDIS_E_TIMEOUT);
+    } else if (!s->probe_out) {
+        s->probe_out = true;
+        s->probe_sent = mono_ms();
+        sub_send(s, "SUBSCRIBE", s->probe);
+    }
+    leave(&s->rc);
+}
+
 static void sub_up(rconn *rc)
 {
     redis_sub *s = (redis_sub *)rc;
     s->ready = false;
     s->pending = 0;
+    s->probe_out = false;
     for (int pass = 0; pass < 2; pass++) {
         size_t n = 0;
         for (size_t i = 0; i < s->n_subs; i++)
@@ -1050,6 +1089,7 @@ static void sub_down(rconn *rc, int err)
     redis_sub *s = (redis_sub *)rc;
     s->ready = false;
     s->pending = 0;
+    s->probe_out = false;
     if (!rc->closing && s->cbs.on_disconnect != NULL)
         s->cbs.on_disconnect(s, err, s->ud);
 }
@@ -1060,6 +1100,8 @@ static void sub_destroy(rconn *rc)
     for (size_t i = 0; i < s->n_subs; i++)
         free(s->subs[i].name);
     free(s->subs);
+    if (s->probe_ev != NULL)
+        event_free(s->probe_ev);
     rconn_release(rc);
     free(s);
 }
@@ -1084,6 +1126,13 @@ int redis_sub_new(redis_sub **out, struct event_base *base, const redis_config *
     if (cbs != NULL)
         s->cbs = *cbs;
     s->ud = user_data;
+    snprintf(s->probe, sizeof(s->probe), "__chat_sub_probe:%ld:%08x", (long)getpid(),
+             rconn_rand(&s->rc));
+    if (s->rc.cfg.ping_interval_ms > 0) {
+        s->probe_ev = event_new(base, -1, EV_PERSIST, on_probe_tick, s);
+        struct timeval tv = ms_tv(s->rc.cfg.ping_interval_ms);
+        event_add(s->probe_ev, &tv);
+    }
     enter(&s->rc);
     rconn_begin(&s->rc);
     leave(&s->rc);
@@ -1096,6 +1145,8 @@ void redis_sub_free(redis_sub *s)
     if (s == NULL || s->rc.closing)
         return;
     enter(&s->rc);
+    if (s->probe_ev != NULL)
+        event_del(s->probe_ev);
     redisAsyncContext *ac = rconn_close(&s->rc);
     if (ac != NULL)
         redisAsyncFree(ac);

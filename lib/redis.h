@@ -11,7 +11,8 @@
  * reconnect on their own with exponential backoff and jitter, and never block the loop: host
  * names are resolved with evdns, connects are non-blocking and time out, and a command that
  * gets no answer within command_timeout_ms drops the connection (replies arrive in order, so
- * a stuck oldest command means a stuck connection).
+ * a stuck oldest command means a stuck connection). A pub/sub connection, which sends no
+ * commands of its own, is probed every ping_interval_ms the same way.
  *
  * Back-pressure: a client has at most max_inflight commands sent and unanswered; beyond that,
  * and while disconnected, a command is refused at once with a return code (the callback is
@@ -62,6 +63,8 @@ typedef struct redis_config {
     uint32_t reconnect_min_ms;   /* first backoff, default 100 */
     uint32_t reconnect_max_ms;   /* backoff cap, default 5000 */
     uint32_t keepalive_s;        /* TCP keepalive idle seconds, default 15; 0 = off */
+    uint32_t ping_interval_ms;   /* redis_sub liveness probe period, default 5000; 0 = off.
+                                    Unanswered for command_timeout_ms -> reconnect */
 } redis_config;
 
 /* Fills |cfg| with the defaults documented above. */

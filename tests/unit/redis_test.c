@@ -566,6 +566,49 @@ static void test_pubsub_and_resubscribe(void **state)
     redis_client_free(c);
 }
 
+static void test_sub_probe_detects_silent_server(void **state)
+{
+    (void)state;
+    redis_config cfg;
+    redis_config_init(&cfg);
+    cfg.url = url;
+    cfg.reconnect_min_ms = 20;
+    cfg.reconnect_max_ms = 100;
+    cfg.ping_interval_ms = 100;
+    cfg.command_timeout_ms = 300;
+    sub_events e = {0};
+    redis_sub_callbacks cbs = {
+        .on_message = sub_msg, .on_ready = sub_ready, .on_disconnect = sub_down};
+    redis_sub *s = NULL;
+    assert_int_equal(redis_sub_new(&s, base, &cfg, &cbs, &e), 0);
+    assert_int_equal(redis_sub_psubscribe(s, "t.silent.*"), 0);
+    assert_true(ts_wait_for(base, &e.ready, 1, 5000));
+    /* Probes are answered: a healthy idle connection is kept. */
+    ts_run_for(base, 600);
+    assert_int_equal(e.down, 0);
+    /* A frozen server keeps the TCP connection open but answers nothing. */
+    kill(srv.pid, SIGSTOP);
+    long long t0 = ts_now_ms();
+    assert_true(ts_wait_for(base, &e.down, 1, 5000));
+    assert_true(ts_now_ms() - t0 < 1500);
+    assert_false(redis_sub_ready(s));
+    kill(srv.pid, SIGCONT);
+    assert_true(ts_wait_for(base, &e.reconnected, 1, 10000));
+    /* Subscriptions work again after the resync point. */
+    redis_client *c = new_client(url, NULL, 0);
+    got g = {0};
+    int before = e.msgs;
+    long long end = ts_now_ms() + 5000;
+    while (e.msgs == before && ts_now_ms() < end) {
+        if (redis_client_connected(c))
+            publish(c, "t.silent.1", "alive", &g);
+        ts_run_for(base, 50);
+    }
+    assert_string_equal(e.last_msg, "alive");
+    redis_client_free(c);
+    redis_sub_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_and_select_from_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pubsub_and_resubscribe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sub_probe_detects_silent_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
