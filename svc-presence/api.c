@@ -8,6 +8,7 @@
 #include "chat/v1/presence.rpc-c.h"
 #include "log.h"
 #include "mem.h"
+#include "stats.h"
 #include "store.h"
 #include "validate.h"
 #include "watch.h"
@@ -72,16 +73,29 @@ static bool check_own_device(rpc_call *call, const auth_identity *id, const char
 /* A call waiting for Redis; holds a reference on the call. */
 typedef struct pending {
     rpc_call *call;
+    const presence_service *svc;
+    stats_op op;   /* for the latency histogram */
+    int64_t t0_ns; /* when the script was sent */
     uint32_t ttl_ms;
     char user[AUTH_USER_ID_MAX + 1];
 } pending;
 
-static pending *pending_new(rpc_call *call)
+static pending *pending_new(rpc_call *call, const presence_service *svc, stats_op op)
 {
     pending *p = mem_calloc(1, sizeof(*p));
     p->call = call;
+    p->svc = svc;
+    p->op = op;
+    p->t0_ns = stats_now_ns();
     rpc_call_ref(call);
     return p;
+}
+
+/* Records the round trip of a successful script call. */
+static void pending_observe(const pending *p, int err)
+{
+    if (err == 0)
+        stats_observe_since(p->svc->stats.redis_seconds[p->op], p->t0_ns);
 }
 
 /* True when the call still wants an answer. */
@@ -102,6 +116,7 @@ static void on_heartbeat_done(int err, int64_t expires_at_ms, uint32_t devices, 
 {
     (void)devices;
     pending *p = ud;
+    pending_observe(p, err);
     if (pending_live(p)) {
         if (err != 0) {
             finish_store_error(p->call, err);
@@ -133,7 +148,7 @@ static void heartbeat(rpc_call *call, const Chat__V1__HeartbeatRequest *req, voi
     presence_worker *w = worker_of(call);
     if (w == NULL)
         return;
-    pending *p = pending_new(call);
+    pending *p = pending_new(call, svc, STATS_OP_HEARTBEAT);
     p->ttl_ms = ttl;
     int rv = store_heartbeat(svc->st, w->rc, id.user_id, req->device_id, ttl, on_heartbeat_done, p);
     if (rv != 0) {
@@ -147,6 +162,7 @@ static void heartbeat(rpc_call *call, const Chat__V1__HeartbeatRequest *req, voi
 static void on_set_offline_done(int err, const store_presence *pr, void *ud)
 {
     pending *p = ud;
+    pending_observe(p, err);
     if (pending_live(p)) {
         if (err != 0) {
             finish_store_error(p->call, err);
@@ -175,7 +191,7 @@ static void set_offline(rpc_call *call, const Chat__V1__SetOfflineRequest *req, 
     presence_worker *w = worker_of(call);
     if (w == NULL)
         return;
-    pending *p = pending_new(call);
+    pending *p = pending_new(call, svc, STATS_OP_SET_OFFLINE);
     memcpy(p->user, id.user_id, sizeof(p->user));
     int rv = store_set_offline(svc->st, w->rc, id.user_id, req->device_id, on_set_offline_done, p);
     if (rv != 0) {
@@ -188,6 +204,8 @@ static void set_offline(rpc_call *call, const Chat__V1__SetOfflineRequest *req, 
 
 typedef struct get_op {
     rpc_call *call;
+    const presence_service *svc;
+    int64_t t0_ns;
     size_t n;
     const char **ids; /* into the request, valid while the call is not done */
 } get_op;
@@ -196,6 +214,8 @@ static void on_get_done(int err, int64_t now_ms, const store_presence *ps, size_
 {
     (void)now_ms;
     get_op *op = ud;
+    if (err == 0)
+        stats_observe_since(op->svc->stats.redis_seconds[STATS_OP_GET], op->t0_ns);
     if (!rpc_call_is_done(op->call)) {
         if (err != 0) {
             finish_store_error(op->call, err);
@@ -240,6 +260,8 @@ static void get_presence(rpc_call *call, const Chat__V1__GetPresenceRequest *req
         return;
     get_op *op = mem_alloc(sizeof(*op));
     op->call = call;
+    op->svc = svc;
+    op->t0_ns = stats_now_ns();
     op->n = n;
     op->ids = mem_alloc(n * sizeof(*op->ids));
     for (size_t i = 0; i < n; i++)
@@ -280,6 +302,7 @@ static void watch_presence(rpc_call *call, const Chat__V1__WatchPresenceRequest 
 static void on_count_done(int err, const store_count *r, void *ud)
 {
     pending *p = ud;
+    pending_observe(p, err);
     if (pending_live(p)) {
         if (err == STORE_E_NOT_FOUND) {
             rpc_call_finish(p->call, RPC_STATUS_NOT_FOUND, "no such chat");
@@ -311,7 +334,7 @@ static void count_online(rpc_call *call, const Chat__V1__CountOnlineRequest *req
     presence_worker *w = worker_of(call);
     if (w == NULL)
         return;
-    pending *p = pending_new(call);
+    pending *p = pending_new(call, svc, STATS_OP_COUNT_ONLINE);
     int rv = store_count_online(svc->st, w->rc, req->chat_id, id.user_id, on_count_done, p);
     if (rv != 0) {
         finish_store_error(call, rv);

@@ -6,7 +6,9 @@
 #include "auth.h"
 #include "log.h"
 #include "service.h"
+#include "metrics.h"
 #include "settings.h"
+#include "stats.h"
 #include "store.h"
 #include "worker.h"
 
@@ -25,6 +27,9 @@ static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
         return -1;
     }
     store_new(&svc.st, &svc.cfg.store);
+    rv = stats_init(&svc.stats, service_metrics());
+    if (rv != 0)
+        log_warn("presence metrics: %s", metrics_strerror(rv));
     rv = api_register(srv, &svc);
     if (rv != 0)
         return rv;

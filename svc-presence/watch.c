@@ -49,6 +49,7 @@ typedef struct flush_batch {
     uint64_t gen;   /* hub->gen when sent; a resync since makes it stale */
     size_t n;       /* ids */
     size_t watched; /* the first |watched| ids are watched users, the rest reaps */
+    int64_t t0_ns;  /* when sent */
     char **ids;     /* owned copies */
 } flush_batch;
 
@@ -75,8 +76,11 @@ struct watch_hub {
     bool flush_scheduled;
     struct event *tick_ev; /* WATCH_TICK_MS housekeeping */
     unsigned ticks;
-    watch_stats stats;
+    size_t n_watchers;        /* streams now */
+    const presence_stats *ps; /* metrics (never NULL: points at no_stats when none) */
 };
+
+static const presence_stats no_stats;
 
 static void watcher_pump(watcher *w);
 static void watcher_end(watcher *w, int code, const char *msg);
@@ -107,7 +111,8 @@ static void feed_lost(watch_hub *h, const char *why)
     if (h->feed == FEED_DOWN)
         return;
     log_warn("presence watch[%d]: change feed lost (%s); %zu streams wait for a resync",
-             h->cfg.worker, why, (size_t)h->stats.watchers);
+             h->cfg.worker, why, h->n_watchers);
+    stats_inc(h->ps->feed_losses);
     h->feed = FEED_DOWN;
     h->down_since = rpc_now_ms();
 }
@@ -123,7 +128,7 @@ static void mark_unknown(reg_user *u, void *ud)
 static void resync_all(watch_hub *h)
 {
     h->gen++;
-    h->stats.resyncs++;
+    stats_inc(h->ps->resyncs);
     registry_foreach(&h->reg, mark_unknown, h);
     for (reg_link *l = h->watchers.next; l != &h->watchers; l = l->next) {
         watcher *w = REG_CONTAINER_OF(l, watcher, link);
@@ -180,8 +185,7 @@ static void on_notify_checked(int err, const char *before, const char *after, bo
     if (h->ever_live)
         log_info("presence watch[%d]: change feed back after %lld ms; resending snapshots to %zu "
                  "streams",
-                 h->cfg.worker, (long long)(rpc_now_ms() - h->down_since),
-                 (size_t)h->stats.watchers);
+                 h->cfg.worker, (long long)(rpc_now_ms() - h->down_since), h->n_watchers);
     h->ever_live = true;
     h->feed = FEED_LIVE;
     resync_all(h);
@@ -227,7 +231,7 @@ static void on_sub_message(redis_sub *s, const char *pattern, const char *channe
     size_t ulen, dlen;
     if (ev == KEYS_EV_OTHER || keys_parse_device(msg, msg_len, &user, &ulen, &device, &dlen) != 0)
         return;
-    h->stats.events++;
+    stats_inc(h->ps->events);
     reg_user *u = registry_find(&h->reg, user, ulen);
     if (u != NULL) {
         registry_mark_dirty(&h->reg, u);
@@ -238,7 +242,7 @@ static void on_sub_message(redis_sub *s, const char *pattern, const char *channe
         keys_hash(user, ulen) % (uint32_t)h->cfg.workers != (uint32_t)h->cfg.worker)
         return;
     if (h->n_reaps >= h->cfg.reap_queue_max) {
-        h->stats.reaps_dropped++;
+        stats_inc(h->ps->reaps_dropped);
         return;
     }
     h->reaps[h->n_reaps++] = mem_strndup(user, ulen);
@@ -307,6 +311,8 @@ static void on_batch(int err, int64_t redis_now, const store_presence *p, size_t
     flush_batch *b = ud;
     watch_hub *h = b->hub;
     h->flush_inflight = false;
+    if (err == 0)
+        stats_observe_since(h->ps->redis_seconds[STATS_OP_SWEEP], b->t0_ns);
     if (h->closing) {
         batch_free(b);
         hub_maybe_destroy(h);
@@ -344,6 +350,7 @@ static void flush(watch_hub *h)
     flush_batch *b = mem_calloc(1, sizeof(*b));
     b->hub = h;
     b->gen = h->gen;
+    b->t0_ns = stats_now_ns();
     b->ids = mem_alloc(cap * sizeof(*b->ids));
     reg_user *u;
     while (b->n < cap && (u = registry_pop_dirty(&h->reg)) != NULL)
@@ -366,7 +373,6 @@ static void flush(watch_hub *h)
         return;
     }
     h->flush_inflight = true;
-    h->stats.reads++;
 }
 
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
@@ -382,8 +388,10 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 
 static void end_all(watch_hub *h, int code, const char *msg)
 {
-    while (!reg_link_empty(&h->watchers))
+    while (!reg_link_empty(&h->watchers)) {
+        stats_inc(h->ps->ended[STATS_END_UNAVAILABLE]);
         watcher_end(REG_CONTAINER_OF(h->watchers.next, watcher, link), code, msg);
+    }
 }
 
 static void check_watchers(watch_hub *h, int64_t now)
@@ -392,11 +400,14 @@ static void check_watchers(watch_hub *h, int64_t now)
     for (reg_link *l = h->watchers.next, *next; l != &h->watchers; l = next) {
         next = l->next;
         watcher *w = REG_CONTAINER_OF(l, watcher, link);
-        if (w->token_exp_s > 0 && wall >= w->token_exp_s)
+        if (w->token_exp_s > 0 && wall >= w->token_exp_s) {
+            stats_inc(h->ps->ended[STATS_END_TOKEN]);
             watcher_end(w, RPC_STATUS_UNAUTHENTICATED, "token expired");
-        else if (w->blocked && now - w->blocked_since >= (int64_t)h->cfg.stall_timeout_ms)
+        } else if (w->blocked && now - w->blocked_since >= (int64_t)h->cfg.stall_timeout_ms) {
+            stats_inc(h->ps->ended[STATS_END_SLOW]);
             watcher_end(w, RPC_STATUS_RESOURCE_EXHAUSTED,
                         "watch stream not read for too long (client too slow)");
+        }
     }
 }
 
@@ -419,7 +430,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             !reg_link_empty(&h->watchers)) {
             log_warn("presence watch[%d]: change feed down for %lld ms: ending %zu streams with "
                      "UNAVAILABLE",
-                     h->cfg.worker, (long long)(now - h->down_since), (size_t)h->stats.watchers);
+                     h->cfg.worker, (long long)(now - h->down_since), h->n_watchers);
             end_all(h, RPC_STATUS_UNAVAILABLE,
                     "presence change feed unavailable (Redis); watch again");
         }
@@ -436,12 +447,14 @@ static void watcher_detach(watcher *w)
     reg_link_remove(&w->link);
     if (reg_link_linked(&w->send_link))
         reg_link_remove(&w->send_link);
+    size_t users = h->reg.n_users;
     for (size_t i = 0; i < w->n; i++) {
         reg_link_remove(&w->slots[i].link);
         registry_release(&h->reg, w->slots[i].user);
     }
-    h->stats.watchers--;
-    h->stats.users = h->reg.n_users;
+    h->n_watchers--;
+    stats_gauge_add(h->ps->watch_streams, -1);
+    stats_gauge_add(h->ps->watched_users, (double)h->reg.n_users - (double)users);
     rpc_call *call = w->call;
     free(w->slots);
     free(w);
@@ -497,7 +510,7 @@ static void watcher_pump(watcher *w)
         watcher_end(w, RPC_STATUS_INTERNAL, rpc_strerror(rv));
         return;
     }
-    h->stats.pushes++;
+    stats_inc(snapshot ? h->ps->pushes_snapshot : h->ps->pushes_change);
     w->need_snapshot = false;
     for (size_t i = 0; i < w->n; i++)
         w->slots[i].dirty = false;
@@ -522,7 +535,7 @@ static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *call_data)
 void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *order, size_t n,
                  int64_t token_expires_at_s)
 {
-    if (h->stats.watchers >= h->cfg.max_watchers) {
+    if (h->n_watchers >= h->cfg.max_watchers) {
         rpc_call_finishf(call, RPC_STATUS_RESOURCE_EXHAUSTED,
                          "too many presence watch streams on this server (limit %u per worker)",
                          h->cfg.max_watchers);
@@ -543,6 +556,7 @@ void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *o
     w->token_exp_s = token_expires_at_s;
     reg_link_init(&w->send_link);
     reg_link_append(&h->watchers, &w->link);
+    size_t users = h->reg.n_users;
     for (size_t i = 0; i < n; i++) {
         const char *id = ids[order[i]];
         reg_user *u = registry_acquire(&h->reg, id, strlen(id));
@@ -555,8 +569,9 @@ void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *o
             registry_mark_dirty(&h->reg, u);
         }
     }
-    h->stats.watchers++;
-    h->stats.users = h->reg.n_users;
+    h->n_watchers++;
+    stats_gauge_add(h->ps->watch_streams, 1);
+    stats_gauge_add(h->ps->watched_users, (double)h->reg.n_users - (double)users);
     const rpc_call_callbacks cb = {.on_cancel = on_cancel, .on_writable = on_writable};
     rpc_call_set_callbacks(call, &cb, w);
     if (w->unknown == 0)
@@ -568,9 +583,11 @@ void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *o
 /* --- the hub --------------------------------------------------------------------------------- */
 
 int watch_hub_new(watch_hub **out, struct event_base *base, const store *st, redis_client *rc,
-                  const redis_config *rcfg, int db, const watch_config *cfg)
+                  const redis_config *rcfg, int db, const watch_config *cfg,
+                  const presence_stats *stats)
 {
     watch_hub *h = mem_calloc(1, sizeof(*h));
+    h->ps = stats ? stats : &no_stats;
     h->base = base;
     h->st = st;
     h->rc = rc;
@@ -628,9 +645,4 @@ void watch_hub_free(watch_hub *h)
     /* A batch read or config check still in flight holds |h|: its callback (at the latest when
      * the worker frees its redis_client) finds the hub closing and frees it. */
     hub_maybe_destroy(h);
-}
-
-void watch_hub_stats(const watch_hub *h, watch_stats *out)
-{
-    *out = h->stats;
 }

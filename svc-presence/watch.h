@@ -43,6 +43,7 @@
 
 #include "redis.h"
 #include "rpc_server.h"
+#include "stats.h"
 #include "store.h"
 
 #define WATCH_BACKSTOP_MARGIN_MS 100 /* re-read this long after a device's expiry is due */
@@ -62,25 +63,15 @@ void watch_config_init(watch_config *cfg);
 
 typedef struct watch_hub watch_hub;
 
-/* Counters, for logs and metrics. */
-typedef struct watch_stats {
-    uint64_t events;        /* keyevent notifications for presence keys */
-    uint64_t reads;         /* batch reads sent */
-    uint64_t pushes;        /* responses sent to streams (snapshots and changes) */
-    uint64_t resyncs;       /* full resynchronisations after a feed loss */
-    uint64_t reaps_dropped; /* expiries not settled because the reap queue was full */
-    uint64_t watchers;      /* streams now */
-    uint64_t users;         /* distinct watched users now */
-} watch_stats;
-
 /*
  * Creates the hub of one worker on |base|. |rc| (the worker's command connection, used for
  * reads and the notification config) and |st| must outlive the hub. |rcfg| configures the
  * pub/sub connection it opens (copied); |db| is the database whose keyevent channels it
- * subscribes to. Returns 0 or a REDIS_E_*.
+ * subscribes to. |stats| (may be NULL) must outlive the hub. Returns 0 or a REDIS_E_*.
  */
 int watch_hub_new(watch_hub **out, struct event_base *base, const store *st, redis_client *rc,
-                  const redis_config *rcfg, int db, const watch_config *cfg);
+                  const redis_config *rcfg, int db, const watch_config *cfg,
+                  const presence_stats *stats);
 
 /* Ends every stream still open with UNAVAILABLE and frees the hub. A read still in flight on
  * the hub's redis_client keeps the memory until its callback runs (at the latest when the
@@ -95,8 +86,5 @@ void watch_hub_free(watch_hub *h);
  */
 void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *order, size_t n,
                  int64_t token_expires_at_s);
-
-/* Current counters. */
-void watch_hub_stats(const watch_hub *h, watch_stats *out);
 
 #endif /* PRESENCE_WATCH_H */

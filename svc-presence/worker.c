@@ -28,7 +28,7 @@ void *worker_start(rpc_server *srv, int index, struct event_base *base, void *us
     wcfg.worker = index;
     snprintf(name, sizeof(name), "presence-feed[%d]", index);
     settings_redis_config(&svc->cfg, name, &rcfg);
-    rv = watch_hub_new(&w->hub, base, svc->st, w->rc, &rcfg, svc->cfg.db, &wcfg);
+    rv = watch_hub_new(&w->hub, base, svc->st, w->rc, &rcfg, svc->cfg.db, &wcfg, &svc->stats);
     if (rv != 0) {
         log_error("worker %d: watch feed: %s", index, redis_strerror(rv));
         redis_client_free(w->rc);

@@ -15,13 +15,15 @@
 #include "redis.h"
 #include "rpc_server.h"
 #include "settings.h"
+#include "stats.h"
 #include "store.h"
 #include "watch.h"
 
 typedef struct presence_service {
-    settings cfg;        /* configuration */
-    auth_verifier *auth; /* bearer token verifier, shared by all workers */
-    store *st;           /* scripts, shared by all workers */
+    settings cfg;         /* configuration */
+    auth_verifier *auth;  /* bearer token verifier, shared by all workers */
+    store *st;            /* scripts, shared by all workers */
+    presence_stats stats; /* metrics, shared by all workers */
 } presence_service;
 
 typedef struct presence_worker {

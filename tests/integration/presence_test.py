@@ -147,12 +147,14 @@ class Presence:
 
     def __init__(self, tmp, name, redis_port):
         self.port = free_port()
+        self.metrics_port = free_port()
         self.log_path = os.path.join(tmp, name + ".log")
         self.log = open(self.log_path, "wb")
         env = dict(os.environ, JWT_SECRET=SECRET.decode(),
                    REDIS_URL="redis://127.0.0.1:%d" % redis_port)
         self.proc = subprocess.Popen(
             [SVC, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+             "--metrics-port", str(self.metrics_port),
              "--watch-resync-timeout-ms", str(RESYNC_TIMEOUT_MS)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if not wait_port(self.port):
@@ -160,6 +162,19 @@ class Presence:
         self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = pbg.PresenceServiceStub(self.channel)
+
+    def metrics(self):
+        """The /metrics text as {series: value} (labels included in the key)."""
+        import urllib.request  # pylint: disable=import-outside-toplevel
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port,
+                                    timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
 
     def read_log(self):
         with open(self.log_path, "rb") as f:
@@ -594,7 +609,21 @@ class T9RedisRestart(unittest.TestCase):
 
 
 class TzShutdown(unittest.TestCase):
-    def test_logs_and_clean_exit(self):
+    def test_1_metrics(self):
+        m = A.metrics()
+        self.assertGreater(m['presence_watch_events_total'], 0)
+        self.assertGreater(m['presence_watch_pushes_total{kind="snapshot"}'], 0)
+        self.assertGreater(m['presence_watch_pushes_total{kind="change"}'], 0)
+        self.assertGreater(m['presence_redis_seconds_count{op="heartbeat"}'], 0)
+        self.assertGreater(m['presence_redis_seconds_count{op="sweep"}'], 0)
+        self.assertGreater(m['presence_watch_resyncs_total'], 0)
+        self.assertEqual(m['presence_watch_streams'], 0)
+        self.assertEqual(m['presence_watched_users'], 0)
+        mb = B.metrics()
+        self.assertGreater(mb['presence_watch_ended_total{reason="unavailable"}'], 0)
+        self.assertGreater(mb['presence_watch_ended_total{reason="token_expired"}'], 0)
+
+    def test_2_logs_and_clean_exit(self):
         log = A.read_log()
         self.assertIn("keyspace notifications", log)
         self.assertIn("notify-keyspace-events", log)
