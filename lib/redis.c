@@ -217,6 +217,8 @@ struct rconn {
     redisAsyncContext *ac;                     /* current context or NULL; ac->data == this */
     rconn_state state;                         /* see rconn_state */
     struct event *timer;                       /* connect timeout or reconnect backoff */
+    struct event *up_ev;                       /* runs ops->up outside hiredis's connect callback */
+    bool up_pending;                           /* up_ev armed for the current connection */
     uint32_t attempt;                          /* consecutive failures, for backoff */
     int64_t up_since;                          /* mono ms of the last successful connect */
     uint32_t rng;                              /* xorshift state for jitter */
@@ -272,6 +274,8 @@ static void went_down(rconn *rc, int err)
 {
     bool was_up = rc->state == RC_CONNECTED;
     rc->state = RC_WAIT;
+    rc->up_pending = false;
+    event_del(rc->up_ev);
     if (was_up && mono_ms() - rc->up_since >= 1000)
         rc->attempt = 0;
     uint32_t cap = rc->cfg.reconnect_max_ms;
@@ -317,8 +321,24 @@ static void on_hiredis_connect(const redisAsyncContext *cac, int status)
         rc->state = RC_CONNECTED;
         rc->up_since = mono_ms();
         log_info("%s: connected to %s:%u", rc->name, rc->tgt.host, rc->tgt.port);
-        rc->ops->up(rc);
+        /* hiredis keeps using |ac| after this callback without guarding against a free from
+         * inside it, and user code reached from ops->up may free: run it on the next turn. */
+        rc->up_pending = true;
+        event_active(rc->up_ev, EV_TIMEOUT, 0);
     }
+    leave(rc);
+}
+
+static void on_up_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rconn *rc = arg;
+    if (!rc->up_pending || rc->state != RC_CONNECTED || rc->closing)
+        return;
+    rc->up_pending = false;
+    enter(rc);
+    rc->ops->up(rc);
     leave(rc);
 }
 
@@ -491,6 +511,7 @@ static int rconn_init(rconn *rc, struct event_base *base, const redis_config *cf
     if (rc->cfg.connect_timeout_ms == 0)
         rc->cfg.connect_timeout_ms = 2000;
     rc->timer = evtimer_new(base, on_timer, rc);
+    rc->up_ev = event_new(base, -1, 0, on_up_ev, rc);
     rc->rng = (uint32_t)mono_ms() ^ (uint32_t)(uintptr_t)rc ^ (uint32_t)getpid();
     if (rc->rng == 0)
         rc->rng = 0x9e3779b9u;
@@ -508,6 +529,8 @@ static redisAsyncContext *rconn_close(rconn *rc)
         evdns_getaddrinfo_cancel(req);
     }
     event_del(rc->timer);
+    event_del(rc->up_ev);
+    rc->up_pending = false;
     rc->state = RC_WAIT;
     return detach(rc);
 }
@@ -516,6 +539,8 @@ static void rconn_release(rconn *rc)
 {
     if (rc->timer != NULL)
         event_free(rc->timer);
+    if (rc->up_ev != NULL)
+        event_free(rc->up_ev);
     if (rc->dns != NULL)
         evdns_base_free(rc->dns, 1);
     target_clear(&rc->tgt);
@@ -1176,8 +1201,8 @@ static int sub_add(redis_sub *s, const char *name, bool pattern)
     s->subs[s->n_subs].name = mem_strdup(name);
     s->subs[s->n_subs].pattern = pattern;
     s->n_subs++;
-    /* While connecting, sub_up() sends the whole set; once up, send this one now. */
-    if (s->rc.state == RC_CONNECTED) {
+    /* Until sub_up() has run it sends the whole set; after that, send this one now. */
+    if (s->rc.state == RC_CONNECTED && !s->rc.up_pending) {
         sub_send(s, pattern ? "PSUBSCRIBE" : "SUBSCRIBE", name);
         if (!s->ready)
             s->pending++;
@@ -1192,7 +1217,7 @@ static int sub_remove(redis_sub *s, const char *name, bool pattern)
     ssize_t i = sub_find(s, name, pattern);
     if (i < 0)
         return REDIS_E_INVALID;
-    if (s->rc.state == RC_CONNECTED)
+    if (s->rc.state == RC_CONNECTED && !s->rc.up_pending)
         sub_send(s, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", name);
     free(s->subs[i].name);
     s->subs[i] = s->subs[s->n_subs - 1];

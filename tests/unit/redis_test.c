@@ -387,6 +387,50 @@ static void test_free_inside_callback(void **state)
     assert_int_equal(f.n, 3);
 }
 
+static int freed_in_connect;
+
+static void free_on_connect(redis_client *c, void *ud)
+{
+    (void)ud;
+    freed_in_connect++;
+    redis_client_free(c);
+}
+
+static void free_on_ready(redis_sub *s, bool reconnected, void *ud)
+{
+    (void)reconnected;
+    (void)ud;
+    freed_in_connect++;
+    redis_sub_free(s);
+}
+
+static void test_free_inside_connect_callbacks(void **state)
+{
+    (void)state;
+    freed_in_connect = 0;
+    redis_client *c = new_client(url, NULL, 0);
+    redis_client_callbacks cbs = {.on_connect = free_on_connect};
+    redis_client_set_callbacks(c, &cbs, NULL);
+    got g = {0};
+    const char *ping[] = {"PING"};
+    assert_int_equal(redis_client_command(c, 1, ping, NULL, collect, &g), 0);
+    assert_true(ts_wait_for(base, &freed_in_connect, 1, 5000));
+    ts_run_for(base, 100);
+    /* The command queued before the connect was answered or closed; never lost. */
+    assert_int_equal(g.n, 1);
+    assert_true(g.status[0] == 0 || g.status[0] == REDIS_E_CLOSED);
+
+    redis_config cfg;
+    redis_config_init(&cfg);
+    cfg.url = url;
+    redis_sub_callbacks scbs = {.on_ready = free_on_ready};
+    redis_sub *s = NULL;
+    assert_int_equal(redis_sub_new(&s, base, &cfg, &scbs, NULL), 0);
+    assert_int_equal(redis_sub_subscribe(s, "t.x"), 0);
+    assert_true(ts_wait_for(base, &freed_in_connect, 2, 5000));
+    ts_run_for(base, 100);
+}
+
 static void test_restart_reconnects(void **state)
 {
     (void)state;
@@ -621,6 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_script_reply_contents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_command_timeout_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_connect_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_and_select_from_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pubsub_and_resubscribe, setup, teardown),
