@@ -6,10 +6,10 @@ The grpc.testing messages come from grpc's own test.proto (Debian grpc-proto,
 a descriptor set; calls go through grpcio's generic channel API. Covered: the
 four call kinds, metadata echo, status codes and messages, deadlines, gzip
 request compression (including the expect_compressed check and a compressed
-message that inflates past the limit), a message over 4 MiB, health Check and
-Watch (Watch sees NOT_SERVING when the server gets SIGTERM, then its stream
-ends) and reflection through grpcio-reflection's
-ProtoReflectionDescriptorDatabase.
+message that inflates past the limit), an unsupported encoding (deflate), a
+message over 4 MiB, health Check and Watch (Watch sees NOT_SERVING when the
+server gets SIGTERM, then its stream ends) and reflection through
+grpcio-reflection's ProtoReflectionDescriptorDatabase.
 
     BUILD_DIR=build python3 tests/integration/grpcio_test.py [-v] [unittest args]
 
@@ -382,6 +382,13 @@ class InteropTest(unittest.TestCase):
                                                   response_size=314159, payload=zeros(271828)),
                                compression=grpc.Compression.Gzip, timeout=30)
         self.assertEqual(resp.payload.body, bytes(314159))
+
+    def test_unsupported_encoding(self):
+        # grpcio can deflate; we accept identity and gzip only: UNIMPLEMENTED (compression.md).
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.unary(M["SimpleRequest"](response_size=5, payload=zeros(1000)),
+                            compression=grpc.Compression.Deflate, timeout=30)
+        self.assert_code(ctx, grpc.StatusCode.UNIMPLEMENTED)
 
     def test_gzip_bomb_exhausts(self):
         # A few KiB on the wire that inflate past the 4 MiB limit.
