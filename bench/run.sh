@@ -219,29 +219,69 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 
-# results.tsv: one line per measurement. server_cpu_s is the server's user+system CPU time
-# during the measurement's wall_s (including the tool's start-up), load1 the machine's load
-# average after it (other work on the machine shows there).
+# results.tsv: one line per measurement. server_cpu_s and client_cpu_s are the user+system CPU
+# time of the server and of the load tool during the measurement's wall_s (tool start-up
+# included), machine_busy_s the non-idle time of all CPUs (/proc/stat) in that interval: what
+# is neither server nor client there is other work on the machine.
 RESULTS=$OUT/results.tsv
 [[ -f $RESULTS ]] ||
-    printf 'round\tserver\ttest\tqps\tp50_ms\tp99_ms\terrors\tserver_cpu_s\twall_s\tload1\n' \
+    printf 'round\tserver\ttest\tqps\tp50_ms\tp99_ms\terrors\tserver_cpu_s\tclient_cpu_s\tmachine_busy_s\twall_s\n' \
         >"$RESULTS"
+machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+CHILD_CPU=
+children_cpu() { # CHILD_CPU = user+system seconds of this shell's finished children
+    times >"$OUT/.times" # not in a $(...) subshell: that would count its own children
+    CHILD_CPU=$(tail -1 "$OUT/.times" | awk '{
+        n = 0
+        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }
+        printf "%.3f", n }')
+}
+# Waits (up to $BENCH_QUIET_WAIT s, default 15) for a second in which the machine is at most
+# $BENCH_QUIET_BUSY (default 0.25) CPUs busy, so that other work disturbs less.
+wait_quiet() {
+    local max=${BENCH_QUIET_WAIT:-15} limit=${BENCH_QUIET_BUSY:-0.25} a b i
+    for ((i = 0; i < max; i++)); do
+        a=$(machine_busy)
+        sleep 1
+        b=$(machine_busy)
+        awk -v a="$a" -v b="$b" -v hz="$CLK_TCK" -v l="$limit" 'BEGIN{exit !((b - a) / hz <= l)}' &&
+            return 0
+    done
+    log "  machine still busy after ${max}s ($(cut -d' ' -f1-3 /proc/loadavg)); measuring anyway"
+}
 T0_TICKS=
 T0_WALL=
+T0_BUSY=
+T0_CHILD=
 mark() { # before a measurement
+    wait_quiet
     T0_TICKS=$(cpu_ticks "$SPID")
+    T0_BUSY=$(machine_busy)
+    children_cpu
+    T0_CHILD=$CHILD_CPU
     T0_WALL=$(date +%s.%N)
 }
+T1_TICKS=
+T1_WALL=
+T1_BUSY=
+T1_CHILD=
+endmark() { # right after a measurement, before parsing its output
+    T1_WALL=$(date +%s.%N)
+    T1_TICKS=$(cpu_ticks "$SPID")
+    T1_BUSY=$(machine_busy)
+    children_cpu
+    T1_CHILD=$CHILD_CPU
+}
 record() { # record <round> <server> <test> "<qps p50 p99 errors>"
-    local t1 w1 cpu wall
-    t1=$(cpu_ticks "$SPID")
-    w1=$(date +%s.%N)
-    cpu=$(awk -v a="$T0_TICKS" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
-    wall=$(awk -v a="$T0_WALL" -v b="$w1" 'BEGIN{printf "%.2f", b - a}')
+    local cpu wall busy client
+    cpu=$(awk -v a="$T0_TICKS" -v b="$T1_TICKS" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
+    busy=$(awk -v a="$T0_BUSY" -v b="$T1_BUSY" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", (b - a) / hz}')
+    client=$(awk -v a="$T0_CHILD" -v b="$T1_CHILD" 'BEGIN{printf "%.2f", b - a}')
+    wall=$(awk -v a="$T0_WALL" -v b="$T1_WALL" 'BEGIN{printf "%.2f", b - a}')
     read -r qps p50 p99 errs <<<"$4"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$qps" "$p50" "$p99" \
-        "$errs" "$cpu" "$wall" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
-    log "  $2 $3: qps=$qps p50=${p50}ms p99=${p99}ms errors=$errs server_cpu=${cpu}s/${wall}s"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$qps" "$p50" "$p99" \
+        "$errs" "$cpu" "$client" "$busy" "$wall" >>"$RESULTS"
+    log "  $2 $3: qps=$qps p50=${p50}ms p99=${p99}ms errors=$errs cpu server=${cpu}s client=${client}s machine=${busy}s in ${wall}s"
 }
 
 ghz_run() { # ghz_run <raw> <seconds> <proto> <call> <data>
@@ -321,27 +361,32 @@ load_round() { # load_round <round> <server>
         raw=$RAW/$s.r$r.ghz-health.json
         mark
         ghz_run "$raw" "$SECS" grpc/health/v1/health.proto grpc.health.v1.Health/Check '{}'
+        endmark
         record "$r" "$s" ghz-health "$(ghz_parse "$raw")"
     fi
     raw=$RAW/$s.r$r.ghz-unary1k.json
     mark
     ghz_run "$raw" "$SECS" grpc/testing/test.proto grpc.testing.TestService/UnaryCall "$UNARY_JSON"
+    endmark
     record "$r" "$s" ghz-unary1k "$(ghz_parse "$raw")"
 
     if has_health "$s"; then
         raw=$RAW/$s.r$r.h2load-health.txt
         mark
         h2load_run "$raw" "$SECS" "$REQ/health.bin" "$HEALTH_PATH"
+        endmark
         record "$r" "$s" h2load-health "$(h2load_parse "$raw")"
     fi
     raw=$RAW/$s.r$r.h2load-unary1k.txt
     mark
     h2load_run "$raw" "$SECS" "$REQ/unary.bin" "$UNARY_PATH"
+    endmark
     record "$r" "$s" h2load-unary1k "$(h2load_parse "$raw")"
 
     raw=$RAW/$s.r$r.h2load-empty.txt
     mark
     h2load_run "$raw" "$SECS" "$REQ/empty.bin" "$EMPTY_PATH"
+    endmark
     record "$r" "$s" h2load-empty "$(h2load_parse "$raw")"
 
     for w in 1 64; do
@@ -349,6 +394,7 @@ load_round() { # load_round <round> <server>
         mark
         taskset -c "$CLIENT_CPU" "$STREAM" --target "127.0.0.1:$SPORT" --seconds "$SECS" \
             --warmup 1 --window "$w" --size 1024 >"$raw" 2>&1 || true
+        endmark
         record "$r" "$s" "stream-w$w" "$(stream_parse "$raw")"
     done
     stop_server

@@ -12,7 +12,7 @@
  * minus its request's send time.
  *
  * Prints one line and exits 0 when the stream ended with OK:
- *   window=W size=S messages=N seconds=T msgs_per_s=X p50_us=A p99_us=B
+ *   window=W size=S messages=N seconds=T msgs_per_s=X p50_us=A p99_us=B mean_us=C
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -223,10 +223,14 @@ int main(int argc, char **argv)
     } else {
         double secs = (double)(b.t1 - b.t0) / 1e9;
         qsort(b.lat_us, b.n_lat, sizeof(*b.lat_us), cmp_u32);
+        double sum = 0;
+        for (size_t i = 0; i < b.n_lat; i++)
+            sum += b.lat_us[i];
         printf("window=%d size=%d messages=%llu seconds=%.2f msgs_per_s=%.0f p50_us=%u "
-               "p99_us=%u\n",
+               "p99_us=%u mean_us=%.0f\n",
                window, size, (unsigned long long)b.count, secs, (double)b.count / secs,
-               percentile(b.lat_us, b.n_lat, 0.50), percentile(b.lat_us, b.n_lat, 0.99));
+               percentile(b.lat_us, b.n_lat, 0.50), percentile(b.lat_us, b.n_lat, 0.99),
+               b.n_lat ? sum / (double)b.n_lat : 0.0);
     }
     rpc_channel_free(ch);
     event_base_free(base);

@@ -41,20 +41,23 @@ def main():
     for r in rows:
         k = (r["server"], r["test"])
         a = agg.setdefault(k, {"qps": [], "p50": [], "p99": [], "cpu_us": [], "cpu_pct": [],
-                               "errors": 0, "rounds": 0})
+                               "client_pct": [], "other": [], "errors": 0, "rounds": 0})
         qps = float(r["qps"])
         a["rounds"] += 1
         a["errors"] += max(0, int(r["errors"]))
         if qps <= 0:
             continue
+        wall = float(r["wall_s"])
+        server, client = float(r["server_cpu_s"]), float(r["client_cpu_s"])
         a["qps"].append(qps)
         a["p50"].append(float(r["p50_ms"]))
         a["p99"].append(float(r["p99_ms"]))
-        cpu_frac = float(r["server_cpu_s"]) / float(r["wall_s"])
-        a["cpu_pct"].append(cpu_frac * 100)
+        a["cpu_pct"].append(server / wall * 100)
+        a["client_pct"].append(client / wall * 100)
+        a["other"].append(max(0.0, float(r["machine_busy_s"]) - server - client) / wall)
         # CPU per request assumes the server was as busy over the whole wall time (tool
         # start-up included) as while the tool counted requests: approximate, same for all.
-        a["cpu_us"].append(cpu_frac / qps * 1e6)
+        a["cpu_us"].append(server / wall / qps * 1e6)
     if os.path.exists(os.path.join(out, "machine.txt")):
         with open(os.path.join(out, "machine.txt")) as f:
             print("## Machine and setup\n\n```\n" + f.read().rstrip() + "\n```\n")
@@ -67,25 +70,31 @@ def main():
         return "-" if v is None else format(v, spec)
 
     print("## Throughput and latency (median of rounds)\n")
+    print("Server CPU % is of the one CPU it is pinned to; client CPU % likewise; other = CPUs")
+    print("busy with work that is neither (the machine is shared). Capacity = 1 s / server CPU")
+    print("per request: the QPS one fully used core would give at that cost (derived, not measured).")
+    print()
     print("| benchmark | server | QPS | p50 ms | p99 ms | server CPU % | server CPU µs/req |"
-          " errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          " capacity QPS | client CPU % | other CPUs | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for test, title in TESTS:
         for server, name in SERVERS:
             a = agg.get((server, test))
             if not a:
                 continue
-            cpu_pct = m(server, test, "cpu_pct")
             cpu_us = m(server, test, "cpu_us")
-            print("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 title, name, fmt(m(server, test, "qps"), ",.0f"),
                 fmt(m(server, test, "p50"), ".3f"), fmt(m(server, test, "p99"), ".3f"),
-                fmt(cpu_pct, ".0f"), fmt(cpu_us, ".1f"), a["errors"]))
+                fmt(m(server, test, "cpu_pct"), ".0f"), fmt(cpu_us, ".1f"),
+                fmt(1e6 / cpu_us if cpu_us else None, ",.0f"),
+                fmt(m(server, test, "client_pct"), ".0f"), fmt(m(server, test, "other"), ".2f"),
+                a["errors"]))
     print()
 
     print("## Ours / grpc C++\n")
     print("| benchmark | QPS ratio (target >= 1.5) | p99 ratio (target <= 1.0) |"
-          " CPU per request ratio |")
+          " capacity ratio (C++ CPU/req ÷ ours) |")
     print("|---|---:|---:|---:|")
     for test, title in TESTS:
         q1, q2 = m("ours", test, "qps"), m("cpp", test, "qps")
@@ -95,7 +104,7 @@ def main():
         c1, c2 = m("ours", test, "cpu_us"), m("cpp", test, "cpu_us")
         print("| %s | %.2fx | %s | %s |" % (
             title, q1 / q2, "%.2fx" % (p1 / p2) if p2 else "-",
-            "%.2fx" % (c1 / c2) if c1 and c2 else "-"))
+            "%.2fx" % (c2 / c1) if c1 and c2 else "-"))
     print()
 
     if mem:
