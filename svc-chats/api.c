@@ -37,11 +37,11 @@ struct op {
     const chats_service *svc;
     const char *method;
     auth_identity id;
-    bool service;              /* a service token: reads any chat */
-    const void *req;           /* the decoded request; valid while the call is not done */
-    op_step step;              /* what the pending query's result goes to */
-    waiter *wt;                /* read-your-writes wait (holds a reference) */
-    struct event *timer;       /* write-timeout-ms when the client set no deadline */
+    bool service;               /* a service token: reads any chat */
+    const void *req;            /* the decoded request; valid while the call is not done */
+    op_step step;               /* what the pending query's result goes to */
+    waiter *wt;                 /* read-your-writes wait (holds a reference) */
+    struct event *timer;        /* write-timeout-ms when the client set no deadline */
     void (*after_apply)(op *o); /* continuation once the write is applied */
     uint64_t chat_id;
     char **users; /* AddMembers/RemoveMembers: the users changed */
@@ -123,8 +123,8 @@ static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *data)
     (void)reason;
     op *o = data;
     op_ref(o);
-    stats_rpc(o->method, reason == RPC_CANCEL_DEADLINE ? RPC_STATUS_DEADLINE_EXCEEDED
-                                                       : RPC_STATUS_CANCELLED);
+    stats_rpc(o->method,
+              reason == RPC_CANCEL_DEADLINE ? RPC_STATUS_DEADLINE_EXCEEDED : RPC_STATUS_CANCELLED);
     drop_wait(o);
     op_unref(o);
 }
@@ -255,8 +255,8 @@ static bool in_list(char **l, size_t n, const char *s)
 /* --- GetChat ------------------------------------------------------------------------------ */
 
 /* Fills |c| (+ member list, owned by the caller via *members) from a store_get_chat row. */
-static void chat_from_row(const PGresult *res, uint64_t chat_id, Chat__V1__Chat *c,
-                          char ***members, size_t *n)
+static void chat_from_row(const PGresult *res, uint64_t chat_id, Chat__V1__Chat *c, char ***members,
+                          size_t *n)
 {
     store_chat(res, 0, 1, chat_id, c);
     *members = split_members(store_is_null(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6), n);
@@ -356,9 +356,24 @@ static void history_done(op *o, PGresult *res)
     resp.n_messages = n;
     resp.messages = ptrs;
     resp.has_more = have > n;
-    if (o->gen[0] != '\0') /* a cold newest page: warm the cache with it */
-        cache_fill(o->w->rc, o->chat_id, o->gen, ptrs, n, !resp.has_more);
     op_reply(o, &resp.base);
+    if (o->gen[0] != '\0') {
+        /* A cold newest page: warm the cache with every row read, the extra older one
+         * included, so that the cache can tell has_more for this page size itself. */
+        Chat__V1__Message *all = mem_calloc(have + 1, sizeof(*all));
+        Chat__V1__Message **allp = mem_calloc(have + 1, sizeof(*allp));
+        size_t k = 0;
+        for (int r = 0; r < rows; r++) {
+            if (store_is_null(res, r, 1))
+                continue;
+            store_message(res, r, 1, &all[k]);
+            allp[k] = &all[k];
+            k++;
+        }
+        cache_fill(o->w->rc, o->chat_id, o->gen, allp, k, !resp.has_more);
+        free(all);
+        free(allp);
+    }
     free(msgs);
     free(ptrs);
 }
@@ -885,8 +900,8 @@ static void members_checked(op *o, PGresult *res, bool add)
     o->nusers = k;
     free_list(cur, n);
     if (add && n + k > VALIDATE_MAX_MEMBERS) {
-        op_fail(o, RPC_STATUS_FAILED_PRECONDITION,
-                "the chat would have %zu members; at most %d", n + k, VALIDATE_MAX_MEMBERS);
+        op_fail(o, RPC_STATUS_FAILED_PRECONDITION, "the chat would have %zu members; at most %d",
+                n + k, VALIDATE_MAX_MEMBERS);
         return;
     }
     if (k == 0) { /* nothing changes: answer from what was read */

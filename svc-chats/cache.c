@@ -42,46 +42,44 @@
 /* KEYS: recent, msgs, floor, gen. ARGV: id, updated_at_ms, version, deleted (0|1), body,
  * serialized message, window, ttl. Returns -1 cold / below floor, 0 older, 1 applied. */
 static const char apply_lua[] =
-    LUA_LT LUA_TRIM
-    "redis.call('INCR', KEYS[4])\n"
-    "redis.call('EXPIRE', KEYS[4], ARGV[8])\n"
-    "local floor = redis.call('GET', KEYS[3])\n"
-    "if not floor then return -1 end\n"
-    "local id = ARGV[1]\n"
-    "if lt(id, floor) then return -1 end\n"
-    "local cur = redis.call('HGET', KEYS[2], 'v:' .. id)\n"
-    "if cur then\n"
-    "  local u, v, d, b = string.match(cur, '^(%d+) (%d+) (%d) (.*)$')\n"
-    "  local nu, nv = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "  u, v = tonumber(u), tonumber(v)\n"
-    "  if nu < u or (nu == u and nv < v) then return 0 end\n"
-    "  if nu == u and nv == v then\n"
-    "    if ARGV[4] < d then return 0 end\n"
-    "    if ARGV[4] == d and not lt(b, ARGV[5]) then return 0 end\n"
-    "  end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[2], id, ARGV[6], 'v:' .. id,\n"
-    "           ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])\n"
-    "redis.call('ZADD', KEYS[1], 0, id)\n"
-    "trim(tonumber(ARGV[7]))\n"
-    "touch(ARGV[8])\n"
-    "return 1\n";
+    LUA_LT LUA_TRIM "redis.call('INCR', KEYS[4])\n"
+                    "redis.call('EXPIRE', KEYS[4], ARGV[8])\n"
+                    "local floor = redis.call('GET', KEYS[3])\n"
+                    "if not floor then return -1 end\n"
+                    "local id = ARGV[1]\n"
+                    "if lt(id, floor) then return -1 end\n"
+                    "local cur = redis.call('HGET', KEYS[2], 'v:' .. id)\n"
+                    "if cur then\n"
+                    "  local u, v, d, b = string.match(cur, '^(%d+) (%d+) (%d) (.*)$')\n"
+                    "  local nu, nv = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+                    "  u, v = tonumber(u), tonumber(v)\n"
+                    "  if nu < u or (nu == u and nv < v) then return 0 end\n"
+                    "  if nu == u and nv == v then\n"
+                    "    if ARGV[4] < d then return 0 end\n"
+                    "    if ARGV[4] == d and not lt(b, ARGV[5]) then return 0 end\n"
+                    "  end\n"
+                    "end\n"
+                    "redis.call('HSET', KEYS[2], id, ARGV[6], 'v:' .. id,\n"
+                    "           ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])\n"
+                    "redis.call('ZADD', KEYS[1], 0, id)\n"
+                    "trim(tonumber(ARGV[7]))\n"
+                    "touch(ARGV[8])\n"
+                    "return 1\n";
 
 /* KEYS: recent, msgs, floor, gen. ARGV: gen, window, ttl, floor, then per message: id, meta,
  * serialized. Returns 1 filled, 0 generation moved. */
 static const char fill_lua[] =
-    LUA_TRIM
-    "local g = redis.call('GET', KEYS[4]) or '0'\n"
-    "if g ~= ARGV[1] then return 0 end\n"
-    "redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "for i = 5, #ARGV, 3 do\n"
-    "  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2], 'v:' .. ARGV[i], ARGV[i + 1])\n"
-    "  redis.call('ZADD', KEYS[1], 0, ARGV[i])\n"
-    "end\n"
-    "redis.call('SET', KEYS[3], ARGV[4])\n"
-    "trim(tonumber(ARGV[2]))\n"
-    "touch(ARGV[3])\n"
-    "return 1\n";
+    LUA_TRIM "local g = redis.call('GET', KEYS[4]) or '0'\n"
+             "if g ~= ARGV[1] then return 0 end\n"
+             "redis.call('DEL', KEYS[1], KEYS[2])\n"
+             "for i = 5, #ARGV, 3 do\n"
+             "  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2], 'v:' .. ARGV[i], ARGV[i + 1])\n"
+             "  redis.call('ZADD', KEYS[1], 0, ARGV[i])\n"
+             "end\n"
+             "redis.call('SET', KEYS[3], ARGV[4])\n"
+             "trim(tonumber(ARGV[2]))\n"
+             "touch(ARGV[3])\n"
+             "return 1\n";
 
 /* KEYS: members, recent, msgs, floor. ARGV: user ('' = any), page. Returns {-1} for a miss or
  * {1, has_more, serialized...} ascending. */
@@ -170,8 +168,9 @@ int cache_apply(redis_client *rc, const Chat__V1__Message *m, redis_reply_cb cb,
     size_t plen = chat__v1__message__get_packed_size(m);
     uint8_t *pb = mem_alloc(plen ? plen : 1);
     chat__v1__message__pack(m, pb);
-    const char *argv[12] = {k[0], k[1], k[2], k[3], id, upd, ver, m->deleted ? "1" : "0",
-                            m->body, (const char *)pb, win, ttl};
+    const char *argv[12] = {
+        k[0], k[1], k[2], k[3], id, upd, ver, m->deleted ? "1" : "0", m->body, (const char *)pb,
+        win,  ttl};
     size_t lens[12];
     for (int i = 0; i < 12; i++)
         lens[i] = strlen(argv[i]);
@@ -288,8 +287,8 @@ void cache_gen(redis_client *rc, uint64_t chat_id, cache_gen_cb cb, void *ud)
     }
 }
 
-void cache_fill(redis_client *rc, uint64_t chat_id, const char *gen,
-                Chat__V1__Message *const *msgs, size_t n, bool whole)
+void cache_fill(redis_client *rc, uint64_t chat_id, const char *gen, Chat__V1__Message *const *msgs,
+                size_t n, bool whole)
 {
     if (cache_window <= 0)
         return;

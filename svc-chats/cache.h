@@ -60,7 +60,7 @@ void cache_gen(redis_client *rc, uint64_t chat_id, cache_gen_cb cb, void *ud);
 
 /* Worker: fills the cache with |n| messages (ascending) read under generation |gen|; |whole|
  * when they are all the chat has. Fire and forget. */
-void cache_fill(redis_client *rc, uint64_t chat_id, const char *gen,
-                Chat__V1__Message *const *msgs, size_t n, bool whole);
+void cache_fill(redis_client *rc, uint64_t chat_id, const char *gen, Chat__V1__Message *const *msgs,
+                size_t n, bool whole);
 
 #endif /* CHATS_CACHE_H */

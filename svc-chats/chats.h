@@ -16,8 +16,8 @@
 typedef struct chats_service {
     settings cfg;
     auth_verifier *auth;
-    snowflake *ids;  /* chat and event ids; issues once the lease holds an instance */
-    waiters *waits;  /* read-your-writes */
+    snowflake *ids;    /* chat and event ids; issues once the lease holds an instance */
+    waiters *waits;    /* read-your-writes */
     char producer[64]; /* ChatEvent.producer, "svc-chats/<site>/<pid>" */
 } chats_service;
 

@@ -1,6 +1,6 @@
 /* svc-chats: wiring only. Settings, schema migrations, the token verifier, ids, the
  * read-your-writes table, the ChatsService handlers with their per-worker clients, and on
- * the main loop the metrics endpoint, the Snowflake lease and the materializer thread. */
+ * the main loop the Snowflake lease and the materializer thread. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,13 +15,11 @@
 #include "service.h"
 #include "stats.h"
 #include "worker.h"
-#include "config.h"
 
 static chats_service svc;
 static materializer *mz;
 static redis_client *main_redis;
 static snowflake_lease *lease;
-static metrics_http *mhttp;
 
 static void on_lease(snowflake_lease *l, snowflake_lease_event ev, int instance, void *ud)
 {
@@ -37,17 +35,6 @@ static void main_start(rpc_server *srv, struct event_base *base, void *ud)
 {
     (void)srv;
     (void)ud;
-    int64_t port;
-    conf_get_int("metrics-port", 9101, 0, 65535, &port);
-    if (port > 0) {
-        int rv = metrics_http_new(&mhttp, base, stats.reg, conf_get_str("host", "0.0.0.0"),
-                                  (uint16_t)port);
-        if (rv != 0)
-            log_error("metrics: cannot serve on port %d: %s", (int)port, metrics_strerror(rv));
-        else
-            log_info("metrics: http://%s:%u/metrics", conf_get_str("host", "0.0.0.0"),
-                     (unsigned)metrics_http_port(mhttp));
-    }
     redis_config rc;
     redis_config_init(&rc);
     rc.url = svc.cfg.redis_url;
@@ -77,7 +64,8 @@ static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
         log_error("jwt-secret: %s", auth_strerror(rv));
         return -1;
     }
-    if (stats_init() != 0 || cache_init(svc.cfg.cache_window, svc.cfg.cache_ttl_s) != 0) {
+    if (stats_init(service_metrics()) != 0 ||
+        cache_init(svc.cfg.cache_window, svc.cfg.cache_ttl_s) != 0) {
         log_error("cannot set up metrics or cache scripts");
         return -1;
     }

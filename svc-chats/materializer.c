@@ -326,7 +326,8 @@ static void add_members(member_row **rows, size_t *n, size_t *cap, const Chat__V
             *cap = *cap ? 2 * *cap : 64;
             *rows = mem_realloc(*rows, *cap * sizeof(**rows));
         }
-        (*rows)[(*n)++] = (member_row){ev->chat_id, users[i], add, ev->produced_at_ms, ev->event_id};
+        (*rows)[(*n)++] =
+            (member_row){ev->chat_id, users[i], add, ev->produced_at_ms, ev->event_id};
     }
 }
 
@@ -855,7 +856,8 @@ int materializer_start(materializer **out, const settings *s, waiters *w)
     }
     char session[32];
     snprintf(session, sizeof(session), "session.timeout.ms=%d", s->session_timeout_ms);
-    const char *props[] = {"auto.offset.reset=earliest", "enable.auto.commit=false",
+    const char *props[] = {"auto.offset.reset=earliest",
+                           "enable.auto.commit=false",
                            "topic.metadata.refresh.interval.ms=10000",
                            "fetch.wait.max.ms=20",
                            "heartbeat.interval.ms=1000",

@@ -25,8 +25,7 @@ static void mac_hex(const char *key, const char *user, const char *device, uint6
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-void pagetoken_make(const char *key, const char *user, const char *device, uint64_t pos,
-                    char *out)
+void pagetoken_make(const char *key, const char *user, const char *device, uint64_t pos, char *out)
 {
     char mac[33];
     mac_hex(key, user, device, pos, mac);

@@ -12,8 +12,7 @@
 #define PAGETOKEN_MAX 96
 
 /* Writes the token for |pos| into |out| (PAGETOKEN_MAX bytes). */
-void pagetoken_make(const char *key, const char *user, const char *device, uint64_t pos,
-                    char *out);
+void pagetoken_make(const char *key, const char *user, const char *device, uint64_t pos, char *out);
 
 /* Parses |token|: 0 with |*pos| set, or -1 when malformed or not issued for user/device. */
 int pagetoken_parse(const char *key, const char *user, const char *device, const char *token,

@@ -11,14 +11,14 @@
 #include "sqlarr.h"
 
 #define MSG_COLS                                                                                   \
-    "m.message_id, m.chat_id, m.sender_id, m.client_message_id, m.body, m.created_at_ms, "      \
+    "m.message_id, m.chat_id, m.sender_id, m.client_message_id, m.body, m.created_at_ms, "         \
     "m.updated_at_ms, m.version, m.deleted"
 
 /* $1 chat_id, $2 user (NULL = any). One row per existing chat: allowed + chat columns. */
 #define ACCESS_CTE                                                                                 \
-    "WITH acc AS (SELECT c.kind, c.title, c.creator_id, c.created_at_ms, c.member_count, "       \
-    "($2::text IS NULL OR EXISTS (SELECT 1 FROM chat_members cm WHERE cm.chat_id = c.chat_id "    \
-    "AND cm.user_id = $2::text AND cm.is_member)) AS allowed FROM chats c "                       \
+    "WITH acc AS (SELECT c.kind, c.title, c.creator_id, c.created_at_ms, c.member_count, "         \
+    "($2::text IS NULL OR EXISTS (SELECT 1 FROM chat_members cm WHERE cm.chat_id = c.chat_id "     \
+    "AND cm.user_id = $2::text AND cm.is_member)) AS allowed FROM chats c "                        \
     "WHERE c.chat_id = $1::bigint) "
 
 int64_t store_clamp(uint64_t id)
@@ -66,8 +66,8 @@ int store_list_chats(pg_pool *pool, const char *user, uint64_t after, uint32_t l
                          &p, cb, ud);
 }
 
-int store_history(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t anchor,
-                  bool forward, uint32_t limit, pg_result_cb cb, void *ud)
+int store_history(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t anchor, bool forward,
+                  uint32_t limit, pg_result_cb cb, void *ud)
 {
     char id[24], a[24], l[24];
     fmt_i64(id, store_clamp(chat_id));
@@ -176,8 +176,8 @@ int store_get_message(pg_pool *pool, uint64_t chat_id, const char *user, uint64_
                          &p, cb, ud);
 }
 
-int store_find_chat(pg_pool *pool, const char *request_key, const char *direct_key,
-                    pg_result_cb cb, void *ud)
+int store_find_chat(pg_pool *pool, const char *request_key, const char *direct_key, pg_result_cb cb,
+                    void *ud)
 {
     const char *v[] = {request_key, direct_key};
     pg_params p = {.n = 2, .values = v};

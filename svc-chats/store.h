@@ -36,8 +36,8 @@ int store_list_chats(pg_pool *pool, const char *user, uint64_t after, uint32_t l
 /* GetHistory: rows (allowed, message columns...) ascending; message columns NULL when the page
  * is empty or access is refused. |limit| rows at most (ask for page + 1 to learn has_more).
  * Backward: ids < |anchor| (0 = no bound), the newest |limit|; forward: ids > |anchor|. */
-int store_history(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t anchor,
-                  bool forward, uint32_t limit, pg_result_cb cb, void *ud);
+int store_history(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t anchor, bool forward,
+                  uint32_t limit, pg_result_cb cb, void *ud);
 
 /* GetRangeHash over [from, to) with |n| buckets (0 = none): rows (allowed, bucket 1..n or
  * NULL, count, xor as signed bigint). */
@@ -57,8 +57,8 @@ int store_get_message(pg_pool *pool, uint64_t chat_id, const char *user, uint64_
 
 /* CreateChat retries: one row: chat id of the caller's earlier request (or NULL), chat id of the
  * existing direct chat of the pair (or NULL). Either key may be NULL. */
-int store_find_chat(pg_pool *pool, const char *request_key, const char *direct_key,
-                    pg_result_cb cb, void *ud);
+int store_find_chat(pg_pool *pool, const char *request_key, const char *direct_key, pg_result_cb cb,
+                    void *ud);
 
 /* Decoders. */
 bool store_is_null(const PGresult *r, int row, int col);
