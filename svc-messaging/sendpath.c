@@ -191,6 +191,15 @@ static void op_done(send_op *op, Chat__V1__SendStatus status)
     op_finish(op, &r);
 }
 
+static void on_marked(redis_client *c, const redisReply *reply, int status, void *ud)
+{
+    (void)c;
+    (void)reply;
+    (void)status;
+    /* Durable either way; a failed mark only means a resend produces once more, same id. */
+    op_done(ud, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
+}
+
 static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
 {
     (void)p;
@@ -200,11 +209,15 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         op_fail(op, "the log did not confirm the write: ", d->errstr);
         return;
     }
+    /* Mark acked before answering, so a resend after the answer is a DUPLICATE, not a
+     * second record (one Redis round trip). */
     if (!op->w->stopping) {
         char id[24];
         snprintf(id, sizeof(id), "%" PRIu64, op->message_id);
         const char *argv[] = {op->key, id};
-        redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL, NULL, NULL);
+        if (redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL,
+                              on_marked, op) == 0)
+            return;
     }
     op_done(op, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
 }

@@ -17,7 +17,7 @@
  *      acked    -> nothing produced                                  -> DUPLICATE, its id
  *    (pending/acked for another chat_id -> REJECTED INVALID_ARGUMENT.)
  * 4. Produce ChatEvent{message_posted} keyed by the chat id in decimal (acks=all, idempotent).
- * 5. The delivery report answers: OK (and the key is marked acked, fire-and-forget), or
+ * 5. The delivery report answers: OK (after marking the key acked), or
  *    FAILED UNAVAILABLE with the message_id it will have if it was stored anyway. Never
  *    retried by the server.
  *
