@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth.h"
 #include "chat/v1/presence.rpc-c.h"
@@ -10,14 +11,18 @@
 #include "mem.h"
 #include "stats.h"
 #include "store.h"
+#include "tokens.h"
 #include "validate.h"
 #include "watch.h"
 
-/* Verifies the bearer token; finishes the call with UNAUTHENTICATED and returns false when it
- * is not valid. */
+/* Verifies the bearer token (through the worker's cache of verified tokens); finishes the call
+ * with UNAUTHENTICATED and returns false when it is not valid. */
 static bool authenticate(rpc_call *call, const presence_service *svc, auth_identity *id)
 {
-    int rv = auth_verify_bearer(svc->auth, rpc_call_metadata_get(call, "authorization"), id);
+    const char *authz = rpc_call_metadata_get(call, "authorization");
+    presence_worker *w = rpc_call_worker_data(call);
+    int rv = w != NULL ? tokens_verify_bearer(w->tokens, svc->auth, authz, (int64_t)time(NULL), id)
+                       : auth_verify_bearer(svc->auth, authz, id);
     if (rv != 0) {
         rpc_call_finish(call, RPC_STATUS_UNAUTHENTICATED, auth_strerror(rv));
         return false;

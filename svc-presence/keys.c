@@ -30,15 +30,9 @@ size_t keys_device(char *buf, size_t cap, const char *user, const char *device)
     return join(buf, cap, parts, 4);
 }
 
-size_t keys_devices(char *buf, size_t cap, const char *user)
+size_t keys_state(char *buf, size_t cap, const char *user)
 {
-    const char *parts[] = {KEYS_DEVICES_PREFIX, user};
-    return join(buf, cap, parts, 2);
-}
-
-size_t keys_seen(char *buf, size_t cap, const char *user)
-{
-    const char *parts[] = {KEYS_SEEN_PREFIX, user};
+    const char *parts[] = {KEYS_STATE_PREFIX, user};
     return join(buf, cap, parts, 2);
 }
 

@@ -6,16 +6,14 @@
  *   presence:<user>:<device>    string "1", expires (PXAT) when the device's TTL runs out.
  *                               Exists only to produce keyevent notifications: "set" when a
  *                               device comes online, "del" on SetOffline, "expired" on expiry.
- *   presence-devices:<user>     sorted set: device -> expiry (Unix ms, Redis clock). The truth
- *                               for counts: a device is online while its score >= now.
- *   presence-seen:<user>        string: when the user last went offline, Unix ms.
+ *   presence-state:<user>       the user's record (state.h): last-seen and every device with
+ *                               its expiry. The truth for counts and last-seen.
  *   chat:<chat_id>:members      set of user ids (maintained by the chats materializer; read
  *                               by CountOnline).
  *
- * The device set and last-seen keys use their own prefixes so that no user/device pair can
- * produce their names (a device named "devices" would otherwise collide). A device id never
- * contains ':' (validate.h), so a device key splits at its last ':' even when the user id
- * contains ':'.
+ * The record key has a prefix of its own so that no user/device pair can produce its name. A
+ * device id never contains ':' (validate.h), so a device key splits at its last ':' even when
+ * the user id contains ':'.
  */
 #ifndef PRESENCE_KEYS_H
 #define PRESENCE_KEYS_H
@@ -25,8 +23,7 @@
 #include <stdint.h>
 
 #define KEYS_DEVICE_PREFIX "presence:"
-#define KEYS_DEVICES_PREFIX "presence-devices:"
-#define KEYS_SEEN_PREFIX "presence-seen:"
+#define KEYS_STATE_PREFIX "presence-state:"
 
 /* Longest key built here: prefix + 128-byte user + ':' + 64-byte device, with room. */
 #define KEYS_MAX 256
@@ -35,11 +32,8 @@
  * length, or 0 when it does not fit. */
 size_t keys_device(char *buf, size_t cap, const char *user, const char *device);
 
-/* Writes "presence-devices:<user>". Returns the length or 0. */
-size_t keys_devices(char *buf, size_t cap, const char *user);
-
-/* Writes "presence-seen:<user>". Returns the length or 0. */
-size_t keys_seen(char *buf, size_t cap, const char *user);
+/* Writes "presence-state:<user>". Returns the length or 0. */
+size_t keys_state(char *buf, size_t cap, const char *user);
 
 /* Writes "chat:<chat_id>:members". Returns the length or 0. */
 size_t keys_members(char *buf, size_t cap, uint64_t chat_id);

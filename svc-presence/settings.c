@@ -43,8 +43,10 @@ int settings_load(settings *s)
     conf_get_int("reap-queue-max", s->watch.reap_queue_max, 1, 10000000, &v);
     s->watch.reap_queue_max = (uint32_t)v;
     store_config_init(&s->store);
-    conf_get_int("last-seen-ttl-s", s->store.last_seen_ttl_ms / 1000, 60, 10LL * 365 * 86400, &v);
-    s->store.last_seen_ttl_ms = v * 1000;
+    conf_get_int("record-ttl-s", s->store.record_ttl_ms / 1000, 600, 10LL * 365 * 86400, &v);
+    s->store.record_ttl_ms = v * 1000;
+    conf_get_int("max-devices", s->store.max_devices, 1, 1000, &v);
+    s->store.max_devices = (uint32_t)v;
     return 0;
 }
 

@@ -13,7 +13,10 @@
  *   --watch-max-streams N        [WATCH_MAX_STREAMS]      watch streams per worker, 20000
  *   --reap-queue-max N           [REAP_QUEUE_MAX]         unwatched expiries queued per worker
  *                                                         for settling, 10000
- *   --last-seen-ttl-s N          [LAST_SEEN_TTL_S]        last-seen kept after its write, 30 days
+ *   --record-ttl-s N             [RECORD_TTL_S]           a user's record (last-seen) is kept
+ *                                                         this long after its last write, 30 d
+ *   --max-devices N              [MAX_DEVICES]            devices per user, 32 (a new one
+ *                                                         beyond replaces the nearest expiry)
  *   --workers N                  [WORKERS]                read here too (reaping duty)
  */
 #ifndef PRESENCE_SETTINGS_H
@@ -32,7 +35,7 @@ typedef struct settings {
     uint32_t redis_max_inflight;       /* per worker command connection */
     uint32_t redis_command_timeout_ms; /* per worker connections */
     watch_config watch;                /* worker/workers filled per worker */
-    store_config store;                /* key lifetimes */
+    store_config store;                /* record lifetime, devices per user */
 } settings;
 
 /* Reads every setting; logs and returns -1 when one is missing or invalid. */

@@ -11,108 +11,117 @@
 #include "mem.h"
 
 /* --- scripts --------------------------------------------------------------------------------
- * Lua numbers are doubles: Unix ms (< 2^53) are exact. Numbers are formatted with %d before
- * they go into ZRANGEBYSCORE bounds so that no exponent notation reaches Redis. */
+ * Lua numbers are doubles: Unix ms (< 2^53) are exact; they are written with %d so that no
+ * exponent notation reaches Redis or a record. Scripts are effect-replicated (Redis 7), so the
+ * order pairs() gives a record's devices does not matter. */
 /* clang-format off */
 
-#define LUA_NOW                                                                                    \
+/* now (Unix ms, Redis clock); load(record) -> last_seen, {device = expiry};
+ * settle(seen, devs) drops expired devices and, if none is online, raises last-seen to the
+ * latest expiry: returns live, seen, expired device names; save(key, seen, devs, ttl). */
+#define LUA_PRELUDE                                                                                \
     "local t = redis.call('TIME')\n"                                                               \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-/* settle(devices, seen, seen_ttl): if no device is online but some expired, the user went
- * offline at the latest expiry: raise last-seen to it. Then drop the expired devices.
- * Returns the online count, last-seen and the expired entries (member, score, ...). */
-#define LUA_SETTLE                                                                                 \
-    "local function settle(z, s, seen_ttl)\n"                                                      \
-    "  local live = redis.call('ZCOUNT', z, now, '+inf')\n"                                        \
-    "  local seen = tonumber(redis.call('GET', s) or '0') or 0\n"                                  \
-    "  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', string.format('(%d', now),\n"           \
-    "                          'WITHSCORES')\n"                                                    \
-    "  if #dead > 0 then\n"                                                                        \
-    "    if live == 0 then\n"                                                                      \
-    "      local last = tonumber(dead[#dead])\n"                                                   \
-    "      if last > seen then\n"                                                                  \
-    "        seen = last\n"                                                                        \
-    "        redis.call('SET', s, string.format('%d', seen), 'PX', seen_ttl)\n"                    \
-    "      end\n"                                                                                  \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
+    "local function load(s)\n"                                                                     \
+    "  local seen, devs, first = 0, {}, true\n"                                                    \
+    "  if not s then return seen, devs end\n"                                                      \
+    "  for tok in string.gmatch(s, '%S+') do\n"                                                    \
+    "    if first then\n"                                                                          \
+    "      seen = tonumber(tok) or 0\n"                                                            \
+    "      first = false\n"                                                                        \
+    "    else\n"                                                                                   \
+    "      local d, e = string.match(tok, '^(.+)=(%d+)$')\n"                                       \
+    "      if d then devs[d] = tonumber(e) end\n"                                                  \
     "    end\n"                                                                                    \
-    "    redis.call('ZREMRANGEBYSCORE', z, '-inf', string.format('(%d', now))\n"                   \
     "  end\n"                                                                                      \
+    "  return seen, devs\n"                                                                        \
+    "end\n"                                                                                        \
+    "local function settle(seen, devs)\n"                                                          \
+    "  local live, last, dead = 0, 0, {}\n"                                                        \
+    "  for d, e in pairs(devs) do\n"                                                               \
+    "    if e >= now then\n"                                                                       \
+    "      live = live + 1\n"                                                                      \
+    "    else\n"                                                                                   \
+    "      dead[#dead + 1] = d\n"                                                                  \
+    "      if e > last then last = e end\n"                                                        \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  for _, d in ipairs(dead) do devs[d] = nil end\n"                                            \
+    "  if live == 0 and last > seen then seen = last end\n"                                        \
     "  return live, seen, dead\n"                                                                  \
+    "end\n"                                                                                        \
+    "local function save(key, seen, devs, ttl)\n"                                                  \
+    "  local parts = {string.format('%d', seen)}\n"                                               \
+    "  for d, e in pairs(devs) do parts[#parts + 1] = d .. '=' .. string.format('%d', e) end\n"    \
+    "  redis.call('SET', key, table.concat(parts, ' '), 'PX', ttl)\n"                              \
     "end\n"
 
-/* The earliest expiry among online devices, 0 when none. */
-#define LUA_NEXT                                                                                   \
-    "local function next_expiry(z)\n"                                                              \
-    "  local f = redis.call('ZRANGEBYSCORE', z, now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)\n"       \
-    "  if f[2] then return tonumber(f[2]) end\n"                                                   \
-    "  return 0\n"                                                                                 \
-    "end\n"
-
-/* KEYS: devices, seen, device key. ARGV: device, ttl ms, seen ttl ms, devices grace ms.
- * A device that is already online only gets its TTL moved (PEXPIREAT: an "expire" event that
- * the feed does not subscribe to); a device coming online gets SET ("set" event). */
+/* KEYS: record, device key. ARGV: device, ttl ms, record ttl ms, max devices, device key
+ * prefix "presence:<user>:". Returns {expires_at, devices online}. A device already online
+ * only gets its key's TTL moved (PEXPIREAT: an "expire" event the feed does not subscribe
+ * to); a device coming online gets SET ("set" event). */
 static const char HEARTBEAT_LUA[] =
-    LUA_NOW LUA_SETTLE
-    "settle(KEYS[1], KEYS[2], ARGV[3])\n"
-    "local exp = now + tonumber(ARGV[2])\n"
-    "redis.call('ZADD', KEYS[1], string.format('%d', exp), ARGV[1])\n"
-    "if redis.call('PEXPIREAT', KEYS[3], string.format('%d', exp)) == 0 then\n"
-    "  redis.call('SET', KEYS[3], '1', 'PXAT', string.format('%d', exp))\n"
-    "end\n"
-    "local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n"
-    "redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(top[2]) + tonumber(ARGV[4])))\n"
-    "return {exp, redis.call('ZCOUNT', KEYS[1], now, '+inf')}\n";
-
-/* KEYS: devices, seen, device key. ARGV: device, seen ttl ms. Returns {devices, last_seen}. */
-static const char SET_OFFLINE_LUA[] =
-    LUA_NOW LUA_SETTLE
-    "local live, seen = settle(KEYS[1], KEYS[2], ARGV[2])\n"
-    "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then\n"
-    "  live = live - 1\n"
-    "  if live == 0 then\n"
-    "    seen = now\n"
-    "    redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[2])\n"
+    LUA_PRELUDE
+    "local seen, devs = load(redis.call('GET', KEYS[1]))\n"
+    "local live\n"
+    "live, seen = settle(seen, devs)\n"
+    "local was = devs[ARGV[1]]\n"
+    "if not was and live >= tonumber(ARGV[4]) then\n"
+    "  local victim, ve\n"
+    "  for d, e in pairs(devs) do\n"
+    "    if not ve or e < ve then victim, ve = d, e end\n"
     "  end\n"
+    "  devs[victim] = nil\n"
+    "  live = live - 1\n"
+    "  redis.call('DEL', ARGV[5] .. victim)\n"
     "end\n"
-    "redis.call('DEL', KEYS[3])\n"
+    "local exp = now + tonumber(ARGV[2])\n"
+    "devs[ARGV[1]] = exp\n"
+    "save(KEYS[1], seen, devs, ARGV[3])\n"
+    "if redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp)) == 0 then\n"
+    "  redis.call('SET', KEYS[2], '1', 'PXAT', string.format('%d', exp))\n"
+    "end\n"
+    "if not was then live = live + 1 end\n"
+    "return {exp, live}\n";
+
+/* KEYS: record, device key. ARGV: device, record ttl ms. Returns {devices, last_seen}. */
+static const char SET_OFFLINE_LUA[] =
+    LUA_PRELUDE
+    "local s = redis.call('GET', KEYS[1])\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "if not s then return {0, 0} end\n"
+    "local seen, devs = load(s)\n"
+    "local live\n"
+    "live, seen = settle(seen, devs)\n"
+    "if devs[ARGV[1]] then\n"
+    "  devs[ARGV[1]] = nil\n"
+    "  live = live - 1\n"
+    "  if live == 0 then seen = now end\n"
+    "end\n"
+    "save(KEYS[1], seen, devs, ARGV[2])\n"
     "return {live, seen}\n";
 
-/* KEYS: devices_1, seen_1, devices_2, seen_2, ... Returns {now, devices, seen, next, ...}
- * computed as if settled, without writing. */
-static const char GET_LUA[] =
-    "#!lua flags=no-writes\n"
-    LUA_NOW LUA_NEXT
-    "local out = {now}\n"
-    "for i = 1, #KEYS, 2 do\n"
-    "  local live = redis.call('ZCOUNT', KEYS[i], now, '+inf')\n"
-    "  local seen = tonumber(redis.call('GET', KEYS[i + 1]) or '0') or 0\n"
-    "  local nxt = 0\n"
-    "  if live == 0 then\n"
-    "    local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')\n"
-    "    if top[2] and tonumber(top[2]) > seen then seen = tonumber(top[2]) end\n"
-    "  else\n"
-    "    nxt = next_expiry(KEYS[i])\n"
-    "  end\n"
-    "  out[#out + 1] = live\n"
-    "  out[#out + 1] = seen\n"
-    "  out[#out + 1] = nxt\n"
-    "end\n"
-    "return out\n";
-
-/* KEYS: devices_i, seen_i pairs. ARGV: seen ttl ms, then the user ids (to name the device keys
- * of expired devices, which are touched so Redis expires them and publishes "expired"). Keys
- * built inside the script: standalone Redis only (as is all of svc-presence). */
+/* KEYS: records. ARGV: record ttl ms, then the user ids (to name the device keys of expired
+ * devices, which are touched so Redis expires them now and publishes "expired"; keys built
+ * inside the script: standalone Redis only, as is all of svc-presence).
+ * Returns {now, devices, last_seen, next_expiry, ...}. */
 static const char SWEEP_LUA[] =
-    LUA_NOW LUA_SETTLE LUA_NEXT
+    LUA_PRELUDE
     "local out = {now}\n"
-    "for i = 1, #KEYS / 2 do\n"
-    "  local live, seen, dead = settle(KEYS[2 * i - 1], KEYS[2 * i], ARGV[1])\n"
-    "  for j = 1, #dead, 2 do\n"
-    "    redis.call('EXISTS', '" KEYS_DEVICE_PREFIX "' .. ARGV[i + 1] .. ':' .. dead[j])\n"
+    "for i = 1, #KEYS do\n"
+    "  local seen, devs = load(redis.call('GET', KEYS[i]))\n"
+    "  local live, dead\n"
+    "  live, seen, dead = settle(seen, devs)\n"
+    "  if #dead > 0 then\n"
+    "    save(KEYS[i], seen, devs, ARGV[1])\n"
+    "    for _, d in ipairs(dead) do\n"
+    "      redis.call('EXISTS', '" KEYS_DEVICE_PREFIX "' .. ARGV[i + 1] .. ':' .. d)\n"
+    "    end\n"
     "  end\n"
     "  local nxt = 0\n"
-    "  if live > 0 then nxt = next_expiry(KEYS[2 * i - 1]) end\n"
+    "  for _, e in pairs(devs) do\n"
+    "    if nxt == 0 or e < nxt then nxt = e end\n"
+    "  end\n"
     "  out[#out + 1] = live\n"
     "  out[#out + 1] = seen\n"
     "  out[#out + 1] = nxt\n"
@@ -123,14 +132,26 @@ static const char SWEEP_LUA[] =
  * {online, members, now}. */
 static const char COUNT_LUA[] =
     "#!lua flags=no-writes\n"
-    LUA_NOW
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"
     "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {-2} end\n"
     "local members = redis.call('SMEMBERS', KEYS[1])\n"
     "local online = 0\n"
-    "for _, m in ipairs(members) do\n"
-    "  if redis.call('ZCOUNT', '" KEYS_DEVICES_PREFIX "' .. m, now, '+inf') > 0 then\n"
-    "    online = online + 1\n"
+    "for i = 1, #members, 256 do\n"
+    "  local keys = {}\n"
+    "  for j = i, math.min(i + 255, #members) do\n"
+    "    keys[#keys + 1] = '" KEYS_STATE_PREFIX "' .. members[j]\n"
+    "  end\n"
+    "  for _, v in ipairs(redis.call('MGET', unpack(keys))) do\n"
+    "    if v then\n"
+    "      for e in string.gmatch(v, '=(%d+)') do\n"
+    "        if tonumber(e) >= now then\n"
+    "          online = online + 1\n"
+    "          break\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return {online, #members, now}\n";
@@ -141,9 +162,10 @@ struct store {
     store_config cfg;
     redis_script *heartbeat;
     redis_script *set_offline;
-    redis_script *get;
     redis_script *sweep;
     redis_script *count;
+    char record_ttl[24]; /* cfg.record_ttl_ms as a decimal argument */
+    char max_devices[16];
 };
 
 const char *store_strerror(int err)
@@ -164,8 +186,8 @@ const char *store_strerror(int err)
 
 void store_config_init(store_config *cfg)
 {
-    cfg->last_seen_ttl_ms = 30LL * 24 * 3600 * 1000;
-    cfg->devices_grace_ms = 24LL * 3600 * 1000;
+    cfg->record_ttl_ms = 30LL * 24 * 3600 * 1000;
+    cfg->max_devices = 32;
 }
 
 int store_new(store **out, const store_config *cfg)
@@ -175,9 +197,12 @@ int store_new(store **out, const store_config *cfg)
         st->cfg = *cfg;
     else
         store_config_init(&st->cfg);
+    if (st->cfg.max_devices == 0)
+        st->cfg.max_devices = 1;
+    snprintf(st->record_ttl, sizeof(st->record_ttl), "%" PRId64, st->cfg.record_ttl_ms);
+    snprintf(st->max_devices, sizeof(st->max_devices), "%" PRIu32, st->cfg.max_devices);
     redis_script_new(&st->heartbeat, HEARTBEAT_LUA);
     redis_script_new(&st->set_offline, SET_OFFLINE_LUA);
-    redis_script_new(&st->get, GET_LUA);
     redis_script_new(&st->sweep, SWEEP_LUA);
     redis_script_new(&st->count, COUNT_LUA);
     *out = st;
@@ -190,7 +215,6 @@ void store_free(store *st)
         return;
     redis_script_free(st->heartbeat);
     redis_script_free(st->set_offline);
-    redis_script_free(st->get);
     redis_script_free(st->sweep);
     redis_script_free(st->count);
     free(st);
@@ -231,16 +255,16 @@ typedef struct one_op {
 } one_op;
 
 typedef struct user_keys {
-    char devices[KEYS_MAX];
-    char seen[KEYS_MAX];
+    char state[KEYS_MAX];
     char device[KEYS_MAX];
+    char prefix[KEYS_MAX]; /* "presence:<user>:" */
 } user_keys;
 
 static int user_keys_make(user_keys *k, const char *user, const char *device)
 {
-    if (keys_devices(k->devices, sizeof(k->devices), user) == 0 ||
-        keys_seen(k->seen, sizeof(k->seen), user) == 0 ||
-        keys_device(k->device, sizeof(k->device), user, device) == 0)
+    if (keys_state(k->state, sizeof(k->state), user) == 0 ||
+        keys_device(k->device, sizeof(k->device), user, device) == 0 ||
+        keys_device(k->prefix, sizeof(k->prefix), user, "") == 0)
         return STORE_E_INVALID;
     return 0;
 }
@@ -263,15 +287,14 @@ int store_heartbeat(const store *st, redis_client *c, const char *user, const ch
     user_keys k;
     if (user_keys_make(&k, user, device) != 0)
         return STORE_E_INVALID;
-    char ttl[24], seen_ttl[24], grace[24];
+    char ttl[24];
     snprintf(ttl, sizeof(ttl), "%" PRIu32, ttl_ms);
-    snprintf(seen_ttl, sizeof(seen_ttl), "%" PRId64, st->cfg.last_seen_ttl_ms);
-    snprintf(grace, sizeof(grace), "%" PRId64, st->cfg.devices_grace_ms);
-    const char *argv[] = {k.devices, k.seen, k.device, device, ttl, seen_ttl, grace};
+    const char *argv[] = {k.state,        k.device,        device,  ttl,
+                          st->record_ttl, st->max_devices, k.prefix};
     one_op *op = mem_alloc(sizeof(*op));
     op->cb.hb = cb;
     op->ud = ud;
-    int rv = redis_client_eval(c, st->heartbeat, 3, 7, argv, NULL, on_heartbeat, op);
+    int rv = redis_client_eval(c, st->heartbeat, 2, 7, argv, NULL, on_heartbeat, op);
     if (rv != 0)
         free(op);
     return rv;
@@ -297,19 +320,132 @@ int store_set_offline(const store *st, redis_client *c, const char *user, const 
     user_keys k;
     if (user_keys_make(&k, user, device) != 0)
         return STORE_E_INVALID;
-    char seen_ttl[24];
-    snprintf(seen_ttl, sizeof(seen_ttl), "%" PRId64, st->cfg.last_seen_ttl_ms);
-    const char *argv[] = {k.devices, k.seen, k.device, device, seen_ttl};
+    const char *argv[] = {k.state, k.device, device, st->record_ttl};
     one_op *op = mem_alloc(sizeof(*op));
     op->cb.pr = cb;
     op->ud = ud;
-    int rv = redis_client_eval(c, st->set_offline, 3, 5, argv, NULL, on_set_offline, op);
+    int rv = redis_client_eval(c, st->set_offline, 2, 4, argv, NULL, on_set_offline, op);
     if (rv != 0)
         free(op);
     return rv;
 }
 
-/* --- batch reads --------------------------------------------------------------------------- */
+/* --- batch reads ------------------------------------------------------------------------- */
+
+/* Builds "presence-state:<user>" for each of |n| users after |lead| leading arguments, all in
+ * one allocation: |*argv|, |*lens| (lead + n entries, the lead ones left for the caller) and
+ * the returned buffer, freed by the caller. */
+static char *state_keys(const char *const *users, size_t n, size_t lead, const char ***argv,
+                        size_t **lens)
+{
+    const size_t plen = sizeof(KEYS_STATE_PREFIX) - 1;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += plen + strlen(users[i]);
+    *argv = mem_alloc((lead + n) * sizeof(**argv));
+    *lens = mem_alloc((lead + n) * sizeof(**lens));
+    char *buf = mem_alloc(bytes ? bytes : 1);
+    char *p = buf;
+    for (size_t i = 0; i < n; i++) {
+        size_t ul = strlen(users[i]);
+        memcpy(p, KEYS_STATE_PREFIX, plen);
+        memcpy(p + plen, users[i], ul);
+        (*argv)[lead + i] = p;
+        (*lens)[lead + i] = plen + ul;
+        p += plen + ul;
+    }
+    return buf;
+}
+
+/* store_get: TIME and MGET pipelined on one connection, so TIME's reply comes first. */
+typedef struct get_op {
+    store_batch_cb cb;
+    void *ud;
+    size_t n;          /* users asked */
+    int pending;       /* replies still to come */
+    int err;           /* first error */
+    int64_t now;       /* from TIME */
+    store_presence *p; /* results, filled by the MGET reply */
+} get_op;
+
+static void get_finish(get_op *op)
+{
+    if (--op->pending > 0)
+        return;
+    if (op->err)
+        op->cb(op->err, 0, NULL, 0, op->ud);
+    else
+        op->cb(0, op->now, op->p, op->n, op->ud);
+    free(op->p);
+    free(op);
+}
+
+static void on_get_time(redis_client *c, const redisReply *r, int status, void *ud)
+{
+    (void)c;
+    get_op *op = ud;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
+        if (!op->err)
+            op->err = r == NULL && status ? status : STORE_E_REPLY;
+    } else {
+        op->now = strtoll(r->element[0]->str, NULL, 10) * 1000 +
+                  strtoll(r->element[1]->str, NULL, 10) / 1000;
+    }
+    get_finish(op);
+}
+
+static void on_get_mget(redis_client *c, const redisReply *r, int status, void *ud)
+{
+    (void)c;
+    get_op *op = ud;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != op->n) {
+        if (!op->err)
+            op->err = r == NULL && status ? status : STORE_E_REPLY;
+    } else if (!op->err) {
+        op->p = mem_alloc(op->n * sizeof(*op->p));
+        for (size_t i = 0; i < op->n; i++) {
+            const redisReply *e = r->element[i];
+            bool str = e->type == REDIS_REPLY_STRING;
+            if (state_parse(str ? e->str : NULL, str ? e->len : 0, op->now, &op->p[i]) != 0)
+                log_warn("presence store: malformed presence record (ignored)");
+        }
+    }
+    get_finish(op);
+}
+
+int store_get(const store *st, redis_client *c, const char *const *users, size_t n,
+              store_batch_cb cb, void *ud)
+{
+    (void)st;
+    if (n == 0 || n > STORE_BATCH_MAX)
+        return STORE_E_INVALID;
+    const char *time_argv[] = {"TIME"};
+    get_op *op = mem_calloc(1, sizeof(*op));
+    op->cb = cb;
+    op->ud = ud;
+    op->n = n;
+    int rv = redis_client_command(c, 1, time_argv, NULL, on_get_time, op);
+    if (rv != 0) {
+        free(op);
+        return rv;
+    }
+    op->pending = 1;
+    const char **argv;
+    size_t *lens;
+    char *buf = state_keys(users, n, 1, &argv, &lens);
+    argv[0] = "MGET";
+    lens[0] = 4;
+    rv = redis_client_command(c, (int)(n + 1), argv, lens, on_get_mget, op);
+    if (rv == 0)
+        op->pending++;
+    else
+        op->err = rv; /* reported when TIME's reply comes */
+    free(buf);
+    free(lens);
+    free(argv);
+    return 0;
+}
 
 typedef struct batch_op {
     store_batch_cb cb;
@@ -317,7 +453,7 @@ typedef struct batch_op {
     size_t n; /* users asked */
 } batch_op;
 
-static void on_batch(redis_client *c, const redisReply *r, int status, void *ud)
+static void on_sweep(redis_client *c, const redisReply *r, int status, void *ud)
 {
     (void)c;
     batch_op *op = ud;
@@ -337,70 +473,34 @@ static void on_batch(redis_client *c, const redisReply *r, int status, void *ud)
     free(op);
 }
 
-/* Builds KEYS (devices_i, seen_i) and, for |with_users|, ARGV (|extra| then the user ids) in one
- * allocation, and sends |script|. */
-static int batch_eval(const store *st, redis_client *c, const redis_script *script,
-                      const char *const *users, size_t n, const char *extra, bool with_users,
-                      store_batch_cb cb, void *ud)
+int store_sweep(const store *st, redis_client *c, const char *const *users, size_t n,
+                store_batch_cb cb, void *ud)
 {
     if (n == 0 || n > STORE_BATCH_MAX)
         return STORE_E_INVALID;
-    (void)st;
-    size_t nkeys = 2 * n;
-    size_t argc = nkeys + (with_users ? 1 + n : 0);
-    size_t bytes = 0;
-    for (size_t i = 0; i < n; i++)
-        bytes += 2 * strlen(users[i]) + sizeof(KEYS_DEVICES_PREFIX) + sizeof(KEYS_SEEN_PREFIX);
-    const char **argv = mem_alloc(argc * sizeof(*argv));
-    size_t *lens = mem_alloc(argc * sizeof(*lens));
-    char *buf = mem_alloc(bytes);
-    char *p = buf;
+    /* KEYS = the n records (built at the front), ARGV = record ttl + the n user ids */
+    const char **argv;
+    size_t *lens;
+    char *buf = state_keys(users, n, 0, &argv, &lens);
+    argv = mem_realloc(argv, (2 * n + 1) * sizeof(*argv));
+    lens = mem_realloc(lens, (2 * n + 1) * sizeof(*lens));
+    argv[n] = st->record_ttl;
+    lens[n] = strlen(st->record_ttl);
     for (size_t i = 0; i < n; i++) {
-        size_t ul = strlen(users[i]);
-        argv[2 * i] = p;
-        memcpy(p, KEYS_DEVICES_PREFIX, sizeof(KEYS_DEVICES_PREFIX) - 1);
-        memcpy(p + sizeof(KEYS_DEVICES_PREFIX) - 1, users[i], ul);
-        lens[2 * i] = sizeof(KEYS_DEVICES_PREFIX) - 1 + ul;
-        p += lens[2 * i];
-        argv[2 * i + 1] = p;
-        memcpy(p, KEYS_SEEN_PREFIX, sizeof(KEYS_SEEN_PREFIX) - 1);
-        memcpy(p + sizeof(KEYS_SEEN_PREFIX) - 1, users[i], ul);
-        lens[2 * i + 1] = sizeof(KEYS_SEEN_PREFIX) - 1 + ul;
-        p += lens[2 * i + 1];
-    }
-    if (with_users) {
-        argv[nkeys] = extra;
-        lens[nkeys] = strlen(extra);
-        for (size_t i = 0; i < n; i++) {
-            argv[nkeys + 1 + i] = users[i];
-            lens[nkeys + 1 + i] = strlen(users[i]);
-        }
+        argv[n + 1 + i] = users[i];
+        lens[n + 1 + i] = strlen(users[i]);
     }
     batch_op *op = mem_alloc(sizeof(*op));
     op->cb = cb;
     op->ud = ud;
     op->n = n;
-    int rv = redis_client_eval(c, script, (int)nkeys, (int)argc, argv, lens, on_batch, op);
+    int rv = redis_client_eval(c, st->sweep, (int)n, (int)(2 * n + 1), argv, lens, on_sweep, op);
     if (rv != 0)
         free(op);
     free(buf);
     free(lens);
     free(argv);
     return rv;
-}
-
-int store_get(const store *st, redis_client *c, const char *const *users, size_t n,
-              store_batch_cb cb, void *ud)
-{
-    return batch_eval(st, c, st->get, users, n, NULL, false, cb, ud);
-}
-
-int store_sweep(const store *st, redis_client *c, const char *const *users, size_t n,
-                store_batch_cb cb, void *ud)
-{
-    char seen_ttl[24];
-    snprintf(seen_ttl, sizeof(seen_ttl), "%" PRId64, st->cfg.last_seen_ttl_ms);
-    return batch_eval(st, c, st->sweep, users, n, seen_ttl, true, cb, ud);
 }
 
 /* --- CountOnline --------------------------------------------------------------------------- */

@@ -1,18 +1,19 @@
 /*
- * store.h: presence in Redis. Every write is one Lua script, so a device's expiry, the user's
- * device set and last-seen change together; every read of many users is one script call (one
- * round trip). Times are Redis's clock (TIME), so instances with skewed clocks agree.
+ * store.h: presence in Redis. Every write is one Lua script over the user's record (state.h)
+ * and the device's notification key (keys.h), so they change together; a batch read is TIME
+ * plus one MGET of the records, pipelined (one round trip, no Lua). Times are Redis's clock
+ * (TIME), so instances with skewed clocks agree.
  *
- * Key layout: keys.h. Semantics:
- *   - a device is online while its score in presence-devices:<user> is >= now; the user is
- *     online while any device is;
- *   - "settling" (every write script does it first): when no device is online but some have
- *     expired, the user went offline at the latest expiry, so last-seen is raised to it; then
- *     the expired devices are dropped. Reads compute the same answer without writing, so a
- *     read is right even before an expiry has been settled;
- *   - presence-seen:<user> lives last_seen_ttl_ms after its last write; presence-devices:<user>
- *     lives until its last device's expiry plus devices_grace_ms (so an unsettled expiry can
- *     still be settled for that long).
+ * Semantics:
+ *   - a device is online while its expiry >= now; the user is online while any device is;
+ *   - "settling" (every write script does it first): expired devices are dropped, and when no
+ *     device is online but some had expired, the user went offline at the latest expiry, so
+ *     last-seen is raised to it. Reads compute the same answer without writing, so a read is
+ *     right even before an expiry has been settled;
+ *   - the record lives record_ttl_ms after its last write (a user offline that long is
+ *     forgotten: offline, last-seen 0);
+ *   - at most max_devices devices per user: a new device beyond that replaces the one whose
+ *     expiry is nearest (which goes offline), so a record stays small.
  *
  * This is also the API for svc-messaging, which keeps devices online for the life of a
  * Connect stream: it can link the presence_store library and call store_heartbeat() /
@@ -29,6 +30,7 @@
 #include <stdint.h>
 
 #include "redis.h"
+#include "state.h"
 
 /* Error codes (besides the REDIS_E_* of redis.h, passed through). */
 enum {
@@ -43,8 +45,8 @@ const char *store_strerror(int err);
 
 /* Settings. Fill with store_config_init(). */
 typedef struct store_config {
-    int64_t last_seen_ttl_ms; /* presence-seen:<user> lifetime after a write, default 30 days */
-    int64_t devices_grace_ms; /* presence-devices:<user> outlives its last expiry by, 1 day */
+    int64_t record_ttl_ms; /* presence-state:<user> lifetime after a write, default 30 days */
+    uint32_t max_devices;  /* devices per user, default 32 */
 } store_config;
 
 void store_config_init(store_config *cfg);
@@ -55,12 +57,8 @@ typedef struct store store;
 int store_new(store **out, const store_config *cfg);
 void store_free(store *st);
 
-/* One user's presence as read. */
-typedef struct store_presence {
-    uint32_t devices;       /* devices online now */
-    int64_t last_seen_ms;   /* Unix ms the user last went offline, 0 = never */
-    int64_t next_expiry_ms; /* earliest expiry among online devices (Redis clock), 0 = none */
-} store_presence;
+/* One user's presence as read (state.h). */
+typedef presence_state store_presence;
 
 /* Every call below returns 0 when the command was sent (then |cb| runs exactly once, with
  * |err| 0 or a negative code), or a negative code when it was refused (REDIS_E_BUSY,
@@ -85,7 +83,7 @@ int store_set_offline(const store *st, redis_client *c, const char *user, const 
 typedef void (*store_batch_cb)(int err, int64_t now_ms, const store_presence *p, size_t n,
                                void *ud);
 
-/* Reads |n| users (1..STORE_BATCH_MAX) without writing: one script call. */
+/* Reads |n| users (1..STORE_BATCH_MAX) without writing: TIME + MGET, pipelined. */
 #define STORE_BATCH_MAX 500
 int store_get(const store *st, redis_client *c, const char *const *users, size_t n,
               store_batch_cb cb, void *ud);
@@ -105,7 +103,8 @@ typedef struct store_count {
 typedef void (*store_count_cb)(int err, const store_count *r, void *ud);
 
 /* Counts the online members of chat:<chat_id>:members, checking that |caller| is one of
- * them (STORE_E_NOT_FOUND / STORE_E_NOT_MEMBER). */
+ * them (STORE_E_NOT_FOUND / STORE_E_NOT_MEMBER). One script: SMEMBERS, then MGET of the
+ * members' records in chunks of 256. */
 int store_count_online(const store *st, redis_client *c, uint64_t chat_id, const char *caller,
                        store_count_cb cb, void *ud);
 

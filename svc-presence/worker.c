@@ -35,6 +35,7 @@ void *worker_start(rpc_server *srv, int index, struct event_base *base, void *us
         free(w);
         return NULL;
     }
+    w->tokens = tokens_new(-1);
     return w;
 }
 
@@ -48,5 +49,6 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
         return;
     watch_hub_free(w->hub);
     redis_client_free(w->rc); /* in-flight commands get REDIS_E_CLOSED now */
+    tokens_free(w->tokens);
     free(w);
 }

@@ -17,6 +17,7 @@
 #include "settings.h"
 #include "stats.h"
 #include "store.h"
+#include "tokens.h"
 #include "watch.h"
 
 typedef struct presence_service {
@@ -31,6 +32,7 @@ typedef struct presence_worker {
     int index;                   /* worker number */
     redis_client *rc;            /* this worker's command connection */
     watch_hub *hub;              /* this worker's watch streams */
+    token_cache *tokens;         /* verified bearer tokens seen by this worker */
 } presence_worker;
 
 /* rpc_server worker hooks; |user_data| is the presence_service. worker_start returns the

@@ -1,7 +1,7 @@
 /*
- * Unit tests of svc-presence's pure modules: key names and keyevent parsing (keys.c) and the
- * input rules (validate.c). The service's sources are compiled into this test directly (the
- * tests/unit glob links only lib/).
+ * Unit tests of svc-presence's pure modules: key names and keyevent parsing (keys.c), the
+ * per-user record reader (state.c) and the input rules (validate.c). The service's sources are
+ * compiled into this test directly (the tests/unit glob links only lib/).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "../../svc-presence/keys.c"
+#include "../../svc-presence/state.c"
 #include "../../svc-presence/validate.c"
 
 static void test_key_names(void **state)
@@ -22,10 +23,8 @@ static void test_key_names(void **state)
     assert_int_equal(keys_device(buf, sizeof(buf), "alice", "phone"),
                      strlen("presence:alice:phone"));
     assert_string_equal(buf, "presence:alice:phone");
-    keys_devices(buf, sizeof(buf), "a:b");
-    assert_string_equal(buf, "presence-devices:a:b");
-    keys_seen(buf, sizeof(buf), "alice");
-    assert_string_equal(buf, "presence-seen:alice");
+    keys_state(buf, sizeof(buf), "a:b");
+    assert_string_equal(buf, "presence-state:a:b");
     keys_members(buf, sizeof(buf), 18446744073709551615ULL);
     assert_string_equal(buf, "chat:18446744073709551615:members");
     /* too small a buffer: 0, never a truncated key */
@@ -37,7 +36,7 @@ static void test_key_names(void **state)
     memset(dev, 'd', VALIDATE_DEVICE_ID_MAX);
     dev[VALIDATE_DEVICE_ID_MAX] = '\0';
     assert_true(keys_device(buf, sizeof(buf), user, dev) > 0);
-    assert_true(keys_devices(buf, sizeof(buf), user) > 0);
+    assert_true(keys_state(buf, sizeof(buf), user) > 0);
 }
 
 static void test_parse_device_key(void **state)
@@ -59,14 +58,13 @@ static void test_parse_device_key(void **state)
     assert_memory_equal(d, "tab-1", dl);
     /* not ours */
     const char *bad[] = {
-        "presence:alice",         /* no device */
-        "presence::phone",        /* empty user */
-        "presence:alice:",        /* empty device */
-        "presence-devices:alice", /* the sorted set */
-        "presence-seen:alice",    /* last seen */
-        "presencealice:phone",    /* no prefix */
-        "presence:alice:ph one",  /* bad device byte */
-        "dedupe:123",             /* another service's key */
+        "presence:alice",        /* no device */
+        "presence::phone",       /* empty user */
+        "presence:alice:",       /* empty device */
+        "presence-state:alice",  /* the record */
+        "presencealice:phone",   /* no prefix */
+        "presence:alice:ph one", /* bad device byte */
+        "dedupe:123",            /* another service's key */
         "",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -186,6 +184,61 @@ static void test_user_list(void **state)
     assert_int_equal(n, 1);
 }
 
+static presence_state parse_ok(const char *s, int64_t now)
+{
+    presence_state st;
+    assert_int_equal(state_parse(s, strlen(s), now, &st), 0);
+    return st;
+}
+
+static void test_state_records(void **state)
+{
+    (void)state;
+    presence_state st;
+    /* no record: offline, never seen */
+    assert_int_equal(state_parse(NULL, 0, 1000, &st), 0);
+    assert_int_equal(st.devices, 0);
+    assert_int_equal(st.last_seen_ms, 0);
+    st = parse_ok("0", 1000);
+    assert_int_equal(st.devices, 0);
+    /* two devices online: count, earliest expiry; last-seen kept while online */
+    st = parse_ok("500 phone=2000 laptop=1500", 1000);
+    assert_int_equal(st.devices, 2);
+    assert_int_equal(st.next_expiry_ms, 1500);
+    assert_int_equal(st.last_seen_ms, 500);
+    /* one expired, one online: still online, last-seen unchanged */
+    st = parse_ok("500 phone=2000 laptop=900", 1000);
+    assert_int_equal(st.devices, 1);
+    assert_int_equal(st.next_expiry_ms, 2000);
+    assert_int_equal(st.last_seen_ms, 500);
+    /* an expiry exactly now still counts (online while expiry >= now) */
+    st = parse_ok("0 a=1000", 1000);
+    assert_int_equal(st.devices, 1);
+    /* all expired, unsettled: offline since the latest expiry */
+    st = parse_ok("500 phone=900 laptop=950", 1000);
+    assert_int_equal(st.devices, 0);
+    assert_int_equal(st.last_seen_ms, 950);
+    assert_int_equal(st.next_expiry_ms, 0);
+    /* ... unless the stored last-seen is later */
+    st = parse_ok("990 phone=900", 1000);
+    assert_int_equal(st.last_seen_ms, 990);
+    /* real-sized numbers, ids with the allowed punctuation */
+    st = parse_ok("1795359300000 Pixel-7_pro.2=1795359311376", 1795359300001);
+    assert_int_equal(st.devices, 1);
+    assert_int_equal(st.next_expiry_ms, 1795359311376);
+    /* malformed records are refused and read as offline */
+    const char *bad[] = {"",       "x",        "0 phone",
+                         "0 =5",   "0 phone=", "0 phone=x",
+                         "0  a=1", "0 a=1 ",   "99999999999999999999 a=1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(state_parse(bad[i], strlen(bad[i]), 1000, &st), -1);
+        assert_int_equal(st.devices, 0);
+    }
+    /* length-delimited */
+    assert_int_equal(state_parse("0 a=2000XYZ", 8, 1000, &st), 0);
+    assert_int_equal(st.devices, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_user_list),
+        cmocka_unit_test(test_state_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include "lib_servers.h"
 
 #include "../../svc-presence/keys.c"
+#include "../../svc-presence/state.c"
 #include "../../svc-presence/store.c"
 #include "../../svc-presence/validate.c"
 
@@ -151,6 +152,34 @@ static long long cmd1(const char *a, const char *b, const char *c)
     return out[0];
 }
 
+/* Runs a command and copies its string reply into |out| ("" for nil). */
+static void on_cmd_str(redis_client *c, const redisReply *reply, int status, void *ud)
+{
+    (void)c;
+    (void)status;
+    char *out = ud;
+    if (reply && reply->type == REDIS_REPLY_STRING)
+        snprintf(out, 256, "%.*s", (int)reply->len, reply->str);
+    else
+        snprintf(out, 256, "%s", "");
+    out[255] = 1; /* done marker in the last byte */
+}
+
+static const char *record(const char *user)
+{
+    static char out[256];
+    char key[KEYS_MAX];
+    keys_state(key, sizeof(key), user);
+    memset(out, 0, sizeof(out));
+    const char *argv[] = {"GET", key};
+    assert_int_equal(redis_client_command(rc, 2, argv, NULL, on_cmd_str, out), 0);
+    for (int i = 0; i < 500 && out[255] == 0; i++)
+        ts_run_for(base, 10);
+    assert_int_equal(out[255], 1);
+    out[255] = 0;
+    return out;
+}
+
 /* --- fixtures ------------------------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -200,10 +229,13 @@ static void test_heartbeat_and_devices(void **state)
     assert_int_equal(g.p[0].devices, 2);
     assert_int_equal(g.p[0].last_seen_ms, 0);
     assert_int_equal(g.p[0].next_expiry_ms, again.exp); /* the earlier of the two */
-    /* keys: device keys with TTLs, the set with a grace TTL */
+    /* keys: device keys with TTLs, the record with the record TTL */
     assert_true(cmd1("PTTL", "presence:ann:phone", NULL) > 9000);
-    assert_true(cmd1("PTTL", "presence-devices:ann", NULL) > 24LL * 3600 * 1000);
-    assert_int_equal(cmd1("ZCARD", "presence-devices:ann", NULL), 2);
+    assert_true(cmd1("PTTL", "presence-state:ann", NULL) > 29LL * 24 * 3600 * 1000);
+    const char *rec = record("ann");
+    assert_true(strncmp(rec, "0 ", 2) == 0);
+    assert_non_null(strstr(rec, "phone="));
+    assert_non_null(strstr(rec, "laptop="));
 
     res off = {0};
     assert_int_equal(store_set_offline(st, rc, "ann", "phone", on_pr, &off), 0);
@@ -217,7 +249,9 @@ static void test_heartbeat_and_devices(void **state)
     wait_done(&off2);
     assert_int_equal(off2.p[0].devices, 0);
     assert_true(off2.p[0].last_seen_ms >= before - 50 && off2.p[0].last_seen_ms <= wall_ms() + 50);
-    assert_int_equal(cmd1("GET", "presence-seen:ann", NULL), off2.p[0].last_seen_ms);
+    char want[64];
+    snprintf(want, sizeof(want), "%lld", (long long)off2.p[0].last_seen_ms);
+    assert_string_equal(record("ann"), want);
     /* idempotent */
     res off3 = {0};
     assert_int_equal(store_set_offline(st, rc, "ann", "laptop", on_pr, &off3), 0);
@@ -240,8 +274,8 @@ static void test_expiry_lazy_then_settled(void **state)
     g = get1("bo"); /* both expired: last seen = the later expiry, read without any write */
     assert_int_equal(g.p[0].devices, 0);
     assert_int_equal(g.p[0].last_seen_ms, b.exp);
-    assert_int_equal(cmd1("ZCARD", "presence-devices:bo", NULL), 2); /* not settled yet */
-    assert_int_equal(cmd1("EXISTS", "presence-seen:bo", NULL), 0);
+    assert_true(strncmp(record("bo"), "0 ", 2) == 0); /* not settled yet: both devices there */
+    assert_non_null(strstr(record("bo"), "watch="));
     (void)a;
     /* sweep settles: last-seen written, set emptied */
     res s = {0};
@@ -254,8 +288,9 @@ static void test_expiry_lazy_then_settled(void **state)
     assert_int_equal(s.p[0].last_seen_ms, b.exp);
     assert_int_equal(s.p[1].devices, 0);
     assert_int_equal(s.p[1].last_seen_ms, 0);
-    assert_int_equal(cmd1("ZCARD", "presence-devices:bo", NULL), 0);
-    assert_int_equal(cmd1("GET", "presence-seen:bo", NULL), b.exp);
+    char want[64];
+    snprintf(want, sizeof(want), "%lld", (long long)b.exp);
+    assert_string_equal(record("bo"), want); /* settled: last-seen only */
     /* coming back settles too, and keeps last-seen while online */
     heartbeat("bo", "tv", 10000);
     g = get1("bo");
@@ -270,7 +305,9 @@ static void test_heartbeat_settles_unswept_offline_period(void **state)
     ts_run_for(base, 200);
     /* never swept; the next heartbeat records the offline period before going online */
     heartbeat("cy", "phone", 10000);
-    assert_int_equal(cmd1("GET", "presence-seen:cy", NULL), a.exp);
+    char want[64];
+    snprintf(want, sizeof(want), "%lld ", (long long)a.exp);
+    assert_true(strncmp(record("cy"), want, strlen(want)) == 0);
 }
 
 /* pub/sub capture of "expired" events */
@@ -393,6 +430,38 @@ static void test_notify_config(void **state)
     assert_false(again.changed);
 }
 
+static void test_max_devices(void **state)
+{
+    (void)state;
+    store_config cfg;
+    store_config_init(&cfg);
+    cfg.max_devices = 2;
+    store *small;
+    store_new(&small, &cfg);
+    res r = {0};
+    assert_int_equal(store_heartbeat(small, rc, "ed", "a", 30000, on_hb, &r), 0);
+    wait_done(&r);
+    res r2 = {0};
+    assert_int_equal(store_heartbeat(small, rc, "ed", "b", 10000, on_hb, &r2), 0);
+    wait_done(&r2);
+    res r3 = {0};
+    assert_int_equal(store_heartbeat(small, rc, "ed", "c", 20000, on_hb, &r3), 0);
+    wait_done(&r3);
+    assert_int_equal(r3.err, 0);
+    assert_int_equal(r3.devices, 2);
+    /* "b" (nearest expiry) made room: gone from the record and its key deleted */
+    assert_null(strstr(record("ed"), "b="));
+    assert_int_equal(cmd1("EXISTS", "presence:ed:b", NULL), 0);
+    assert_int_equal(cmd1("EXISTS", "presence:ed:a", NULL), 1);
+    /* a known device refreshes without evicting anything */
+    res r4 = {0};
+    assert_int_equal(store_heartbeat(small, rc, "ed", "a", 30000, on_hb, &r4), 0);
+    wait_done(&r4);
+    assert_int_equal(r4.devices, 2);
+    assert_non_null(strstr(record("ed"), "c="));
+    store_free(small);
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
@@ -425,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_sweep_publishes_expired),
         cmocka_unit_test(test_count_online),
         cmocka_unit_test(test_notify_config),
+        cmocka_unit_test(test_max_devices),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
