@@ -458,11 +458,28 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+static void on_signal(evutil_socket_t sig, short what, void *arg);
+static void on_main_notify(evutil_socket_t fd, short what, void *arg);
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg);
+
 int rpc_server_start(rpc_server *srv)
 {
     if (srv->started)
         return 0;
     signal(SIGPIPE, SIG_IGN);
+    /* The main loop and its signal events exist before the port is bound, so a SIGTERM that
+     * arrives as soon as the port accepts still drains instead of killing the process. */
+    srv->main_base = event_base_new();
+    srv->main_notify = event_new(srv->main_base, -1, EV_PERSIST, on_main_notify, srv);
+    srv->drain_timer = evtimer_new(srv->main_base, on_drain_timeout, srv);
+    if (srv->cfg.install_signal_handlers) {
+        srv->sig_term = evsignal_new(srv->main_base, SIGTERM, on_signal, srv);
+        srv->sig_int = evsignal_new(srv->main_base, SIGINT, on_signal, srv);
+        event_add(srv->sig_term, NULL);
+        event_add(srv->sig_int, NULL);
+    }
+    /* A persistent event with no fd never fires by itself; it keeps the loop alive. */
+    event_add(srv->main_notify, NULL);
     srv->workers = mem_calloc((size_t)srv->n_workers, sizeof(*srv->workers));
     uint16_t port = srv->cfg.port;
     int rv = 0;
@@ -488,6 +505,12 @@ int rpc_server_start(rpc_server *srv)
     srv->port = port;
     srv->started = true;
     atomic_store(&srv->live_workers, srv->n_workers);
+    /* Workers inherit a mask without SIGTERM/SIGINT: only the main loop takes them. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     for (int i = 0; i < srv->n_workers; i++) {
         rpc__worker *w = &srv->workers[i];
         int e = pthread_create(&w->thread, NULL, worker_main, w);
@@ -496,6 +519,7 @@ int rpc_server_start(rpc_server *srv)
             abort();
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     log_info("serving gRPC on %s:%u with %d worker(s)", srv->cfg.host, (unsigned)srv->port,
              srv->n_workers);
     return 0;
@@ -513,6 +537,16 @@ fail:
     }
     free(srv->workers);
     srv->workers = NULL;
+    if (srv->sig_term) {
+        event_free(srv->sig_term);
+        event_free(srv->sig_int);
+        srv->sig_term = srv->sig_int = NULL;
+    }
+    event_free(srv->main_notify);
+    event_free(srv->drain_timer);
+    event_base_free(srv->main_base);
+    srv->main_notify = srv->drain_timer = NULL;
+    srv->main_base = NULL;
     return rv;
 }
 
@@ -575,17 +609,6 @@ int rpc_server_run(rpc_server *srv)
     int rv = rpc_server_start(srv);
     if (rv < 0)
         return rv;
-    srv->main_base = event_base_new();
-    srv->main_notify = event_new(srv->main_base, -1, EV_PERSIST, on_main_notify, srv);
-    srv->drain_timer = evtimer_new(srv->main_base, on_drain_timeout, srv);
-    if (srv->cfg.install_signal_handlers) {
-        srv->sig_term = evsignal_new(srv->main_base, SIGTERM, on_signal, srv);
-        srv->sig_int = evsignal_new(srv->main_base, SIGINT, on_signal, srv);
-        event_add(srv->sig_term, NULL);
-        event_add(srv->sig_int, NULL);
-    }
-    /* A persistent event with no fd never fires by itself; it keeps the loop alive. */
-    event_add(srv->main_notify, NULL);
     if (srv->main_start)
         srv->main_start(srv, srv->main_base, srv->main_hook_data);
     if (atomic_load(&srv->shutdown_requested))
@@ -603,6 +626,10 @@ int rpc_server_run(rpc_server *srv)
         event_base_free(w->base);
     }
     if (srv->sig_term) {
+        /* The process is on its way out: a second SIGTERM must not turn a clean exit into
+         * death by signal. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
         event_free(srv->sig_term);
         event_free(srv->sig_int);
     }
