@@ -145,7 +145,7 @@ class Redis:
 class Presence:
     """One svc-presence instance."""
 
-    def __init__(self, tmp, name, redis_port):
+    def __init__(self, tmp, name, redis_port, extra=()):
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = os.path.join(tmp, name + ".log")
@@ -154,7 +154,7 @@ class Presence:
                    REDIS_URL="redis://127.0.0.1:%d" % redis_port)
         self.proc = subprocess.Popen(
             [SVC, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
-             "--metrics-port", str(self.metrics_port),
+             "--metrics-port", str(self.metrics_port)] + list(extra) + [
              "--watch-resync-timeout-ms", str(RESYNC_TIMEOUT_MS)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if not wait_port(self.port):
@@ -557,6 +557,106 @@ class T6CountOnline(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as cm:
                 A.stub.CountOnline(pb.CountOnlineRequest(chat_id=chat), metadata=md(user), timeout=5)
             self.assertEqual(cm.exception.code(), want)
+
+
+def resp_cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+class T7SlowWatcher(unittest.TestCase):
+    """A watcher that never reads (HTTP/2 stream window 0, raw h2 client): the server keeps at
+    most its per-stream buffer, coalesces further changes, and ends the stream with
+    RESOURCE_EXHAUSTED after the stall timeout; nothing else is disturbed."""
+
+    def test_slow_watcher_is_bounded_and_ended(self):
+        import h2.connection  # pylint: disable=import-outside-toplevel
+        import h2.config  # pylint: disable=import-outside-toplevel
+        import h2.events  # pylint: disable=import-outside-toplevel
+        import h2.settings  # pylint: disable=import-outside-toplevel
+        inst = Presence(TMP, "presence-c", REDIS.port, extra=["--watch-stall-timeout-ms", "1500"])
+        try:
+            users = ["slow-%03d-%s" % (i, "x" * 110) for i in range(500)]
+            sock = socket.create_connection(("127.0.0.1", inst.port))
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            body = pb.WatchPresenceRequest(user_ids=users).SerializeToString()
+            conn.send_headers(1, [(":method", "POST"), (":scheme", "http"),
+                                  (":path", "/chat.v1.PresenceService/WatchPresence"),
+                                  (":authority", "127.0.0.1:%d" % inst.port),
+                                  ("content-type", "application/grpc"), ("te", "trailers"),
+                                  ("authorization", "Bearer " + token("slowpoke"))])
+            msg = b"\0" + len(body).to_bytes(4, "big") + body
+            for off in range(0, len(msg), 16384):
+                conn.send_data(1, msg[off:off + 16384], end_stream=off + 16384 >= len(msg))
+            sock.sendall(conn.data_to_send())
+            time.sleep(0.5)  # snapshot queued on the server, not sent: window 0
+            # ~45 rounds flipping all 500 users, written straight into Redis (the same records
+            # and device keys the scripts write), each round ~70 KB of changes for the stream
+            rounds = 45
+            for r in range(rounds):
+                now = int(time.time() * 1000)
+                cmds = b""
+                for u in users:
+                    if r % 2 == 0:
+                        cmds += resp_cmd("SET", "presence-state:" + u, "0 d=%d" % (now + 60000),
+                                         "PX", 600000)
+                        cmds += resp_cmd("SET", "presence:%s:d" % u, "1", "PXAT", now + 60000)
+                    else:
+                        cmds += resp_cmd("SET", "presence-state:" + u, str(now), "PX", 600000)
+                        cmds += resp_cmd("DEL", "presence:%s:d" % u)
+                subprocess.run([REDIS_CLI, "-p", str(REDIS.port), "--pipe"], input=cmds,
+                               check=True, capture_output=True)
+                time.sleep(0.03)
+            # other clients are served meanwhile
+            self.assertEqual(len(get(inst.stub, users[:10]).users), 10)
+            time.sleep(2.5)  # > stall timeout
+            m = inst.metrics()
+            self.assertEqual(m['presence_watch_ended_total{reason="slow"}'], 1)
+            # now read everything the server kept: open the windows
+            conn.increment_flow_control_window(1 << 30)
+            conn.increment_flow_control_window(1 << 30, stream_id=1)
+            sock.sendall(conn.data_to_send())
+            data, trailers, ended = b"", None, False
+            sock.settimeout(10)
+            while not ended:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                for ev in conn.receive_data(chunk):
+                    if isinstance(ev, h2.events.DataReceived):
+                        data += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, 1)
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        trailers = dict((k.decode() if isinstance(k, bytes) else k,
+                                         v.decode() if isinstance(v, bytes) else v)
+                                        for k, v in ev.headers)
+                    elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        ended = True
+                sock.sendall(conn.data_to_send())
+            sock.close()
+            self.assertIsNotNone(trailers)
+            self.assertEqual(trailers.get("grpc-status"), "8")
+            self.assertIn("too slow", trailers.get("grpc-message", "").replace("%20", " "))
+            msgs, off = [], 0
+            while off < len(data):
+                n = int.from_bytes(data[off + 1:off + 5], "big")
+                msgs.append(pb.WatchPresenceResponse.FromString(data[off + 5:off + 5 + n]))
+                off += 5 + n
+            self.assertTrue(msgs[0].snapshot)
+            self.assertEqual(len(msgs[0].users), 500)
+            changes = sum(len(mm.users) for mm in msgs[1:])
+            print("  slow watcher: %d bytes kept, %d responses, %d user changes of %d made" %
+                  (len(data), len(msgs), changes, rounds * 500), file=sys.stderr)
+            # bounded: about the per-stream buffer (1 MiB) plus one response, not all changes
+            self.assertLess(len(data), 1_300_000)
+            self.assertLess(changes, rounds * 500)
+        finally:
+            inst.stop()
 
 
 class T9RedisRestart(unittest.TestCase):
