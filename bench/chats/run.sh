@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# bench/chats/run.sh: svc-chats numbers on the local machine (not pass/fail).
+#
+#   1. materializer throughput: EVENTS message_posted records (CHATS chats) are produced to
+#      chat.events with kcat before svc-chats starts; the time from its first stored row to
+#      the last gives events/s (one PostgreSQL transaction per batch, fsync on).
+#   2. a 5M-message table loaded with generate_series straight in PostgreSQL (50 chats x 100,000
+#      messages, h computed in SQL with sha256), then with ghz:
+#        GetHistory 50 messages, newest page (Redis cache) and a middle page (PostgreSQL);
+#        GetRangeHash over one chat's 100,000 messages, without and with 16 buckets.
+#
+#   BUILD_DIR=build bench/chats/run.sh          (EVENTS=100000 CHATS=100 N=20000 C=8)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+export CHAT_BUILD_DIR=${BUILD_DIR:-$SRC/build}
+EVENTS=${EVENTS:-100000}
+CHATS=${CHATS:-100}
+N=${N:-20000}
+C=${C:-8}
+source "$SRC/tools/stack-lib.sh"
+PY=${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/venv/bin/python3
+GHZ=$(command -v ghz || echo "${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/bin/ghz")
+dir=$(mktemp -d /tmp/chats-bench.XXXXXX)
+trap 'stack_cleanup "$dir"' EXIT
+start_pg "$dir" "$(free_port)" >&2
+start_redis "$dir" "$(free_port)" >&2
+KAFKA_PARTITIONS=12 start_kafka "$dir" "$(free_port 2)" 1 >&2
+psql=(psql -X -q -tA -h 127.0.0.1 -p "$PG_PORT" -U chat -d chat)
+
+echo "== generating $EVENTS events over $CHATS chats" >&2
+gen=$dir/gen
+mkdir -p "$gen/stubs"
+"$PY" - "$SRC" "$gen" "$EVENTS" "$CHATS" <<'PYEOF'
+import os, sys, time
+src, out, n, chats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+from grpc_tools import protoc
+import grpc_tools
+inc = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+for f in ("chat/v1/chats.proto", "chat/v1/events.proto"):
+    protoc.main(["protoc", "-I" + src + "/proto", "-I" + inc, "--python_out=" + out + "/stubs", f])
+sys.path.insert(0, out + "/stubs")
+from chat.v1 import chats_pb2 as pb, events_pb2 as ev
+now = int(time.time() * 1000)
+base = (now - 1704067200000) << 22
+for c in range(chats):
+    d = os.path.join(out, "c%d" % c)
+    os.makedirs(d)
+for i in range(n):
+    c = i % chats
+    chat_id = base + (1 << 21) + c
+    mid = base + (1 << 20) + i
+    m = pb.Message(message_id=mid, chat_id=chat_id, sender_id="bench", client_message_id="c%d" % i,
+                   body="benchmark message body number %d" % i, created_at_ms=now,
+                   updated_at_ms=now, version=1)
+    e = ev.ChatEvent(event_id=mid, chat_id=chat_id, produced_at_ms=now, message_posted=m)
+    with open(os.path.join(out, "c%d" % c, "%09d" % i), "wb") as f:
+        f.write(e.SerializeToString())
+PYEOF
+for d in "$gen"/c*; do
+    key=$("$PY" -c "import sys; sys.path.insert(0,'$gen/stubs'); from chat.v1 import events_pb2 as e; m=e.ChatEvent(); m.ParseFromString(open(sys.argv[1],'rb').read()); print(m.chat_id)" "$(ls "$d" | head -n1 | sed "s|^|$d/|")")
+    ls "$d" | sed "s|^|$d/|" | xargs -n 2000 kcat -P -b "$KAFKA_BROKERS" -t chat.events -k "$key" \
+        -X topic.partitioner=murmur2_random -X enable.idempotence=true
+done
+echo "== materializer: $EVENTS records waiting in chat.events" >&2
+port=$(free_port)
+mport=$(free_port)
+start_service "$dir" svc-chats "$port" "$mport" --workers 2 >&2
+t0=""
+while :; do
+    n=$("${psql[@]}" -c "SELECT count(*) FROM messages")
+    now=$(date +%s.%N)
+    if [[ -z $t0 && $n -gt 0 ]]; then t0=$now; n0=$n; fi
+    [[ $n -ge $EVENTS ]] && break
+    sleep 0.05
+done
+t1=$now
+rate=$(awk -v n="$((EVENTS - n0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+echo "materializer: $EVENTS events in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s = $rate events/s"
+curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^chats_materializer_(batch_events|apply_seconds)_(sum|count)' || true
+
+echo "== loading 5,000,000 messages (50 chats x 100,000) with generate_series" >&2
+BIG=9000000000000000000
+"${psql[@]}" <<SQL >&2
+INSERT INTO chats (chat_id, kind, title, creator_id, created_at_ms, member_count)
+  SELECT $BIG + c, 2, 'bench', 'bench', 0, 1 FROM generate_series(1, 50) c;
+INSERT INTO chat_members SELECT $BIG + c, 'bench', true, 0, 0 FROM generate_series(1, 50) c;
+INSERT INTO messages (chat_id, message_id, sender_id, client_message_id, body, created_at_ms,
+                      updated_at_ms, version, deleted, h)
+  SELECT $BIG + c, $BIG + c * 1000000 + i, 'bench', 'c' || i, 'benchmark message body ' || i,
+         0, 0, 1, false,
+         ('x' || substr(encode(sha256(int8send($BIG + c * 1000000 + i) || int4send(1) || '\x00'::bytea), 'hex'), 1, 16))::bit(64)::bigint
+  FROM generate_series(1, 50) c, generate_series(1, 100000) i;
+VACUUM ANALYZE;
+SQL
+echo "messages in table: $("${psql[@]}" -c "SELECT count(*) FROM messages")"
+chat=$((BIG + 7))
+tok=$("$PY" -c "
+import base64,hashlib,hmac,json,time,sys
+b=lambda d: base64.urlsafe_b64encode(d).rstrip(b'=').decode()
+h=b(json.dumps({'alg':'HS256','typ':'JWT'}).encode()); n=int(time.time())
+p=b(json.dumps({'sub':'bench','iat':n,'exp':n+3600}).encode())
+print(h+'.'+p+'.'+b(hmac.new(sys.argv[1].encode(),(h+'.'+p).encode(),hashlib.sha256).digest()))" "$JWT_SECRET")
+ghz_run() { # NAME METHOD JSON
+    echo "== $1" >&2
+    "$GHZ" --insecure --proto "$SRC/proto/chat/v1/chats.proto" --import-paths "$SRC/proto" \
+        --call "chat.v1.ChatsService/$2" -d "$3" -m "{\"authorization\":\"Bearer $tok\"}" \
+        -n "$N" -c "$C" --connections 2 -O json "127.0.0.1:$port" >"$dir/ghz.json"
+    "$PY" - "$1" "$dir/ghz.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[2]))
+lat = {d["percentage"]: d["latency"] / 1e6 for d in r["latencyDistribution"]}
+codes = r.get("statusCodeDistribution", {})
+print("%-44s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  %s" % (sys.argv[1], r["rps"], lat[50], lat[99], codes))
+PYEOF
+}
+lo=$((chat * 0 + BIG + 7 * 1000000 + 1))
+ghz_run "GetHistory 50, newest page (cache)" GetHistory "{\"chat_id\":\"$chat\",\"page_size\":50}"
+ghz_run "GetHistory 50, middle page (PostgreSQL)" GetHistory \
+    "{\"chat_id\":\"$chat\",\"page_size\":50,\"anchor_message_id\":\"$((lo + 50000))\"}"
+ghz_run "GetRangeHash 100,000 messages" GetRangeHash \
+    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$((lo + 100000))\"}"
+ghz_run "GetRangeHash 100,000 messages, 16 buckets" GetRangeHash \
+    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$((lo + 100000))\",\"bucket_count\":16}"
