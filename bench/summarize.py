@@ -37,27 +37,39 @@ def main():
     out = sys.argv[1]
     rows = load(os.path.join(out, "results.tsv"))
     mem = load(os.path.join(out, "memory.tsv"))
-    agg = {}
+    max_other = float(os.environ.get("BENCH_MAX_OTHER", "0.3"))
+
+    def other(r):
+        return max(0.0, float(r["machine_busy_s"]) - float(r["server_cpu_s"]) -
+                   float(r["client_cpu_s"])) / float(r["wall_s"])
+
+    # Per (server, test): the rounds in which other work stayed under max_other CPUs, or all
+    # rounds (flagged) when none did.
+    groups = {}
     for r in rows:
-        k = (r["server"], r["test"])
-        a = agg.setdefault(k, {"qps": [], "p50": [], "p99": [], "cpu_us": [], "cpu_pct": [],
-                               "client_pct": [], "other": [], "errors": 0, "rounds": 0})
-        qps = float(r["qps"])
-        a["rounds"] += 1
-        a["errors"] += max(0, int(r["errors"]))
-        if qps <= 0:
-            continue
-        wall = float(r["wall_s"])
-        server, client = float(r["server_cpu_s"]), float(r["client_cpu_s"])
-        a["qps"].append(qps)
-        a["p50"].append(float(r["p50_ms"]))
-        a["p99"].append(float(r["p99_ms"]))
-        a["cpu_pct"].append(server / wall * 100)
-        a["client_pct"].append(client / wall * 100)
-        a["other"].append(max(0.0, float(r["machine_busy_s"]) - server - client) / wall)
-        # CPU per request assumes the server was as busy over the whole wall time (tool
-        # start-up included) as while the tool counted requests: approximate, same for all.
-        a["cpu_us"].append(server / wall / qps * 1e6)
+        groups.setdefault((r["server"], r["test"]), []).append(r)
+    agg = {}
+    for k, rs in groups.items():
+        quiet = [r for r in rs if other(r) <= max_other]
+        a = agg[k] = {"qps": [], "p50": [], "p99": [], "cpu_us": [], "cpu_pct": [],
+                      "client_pct": [], "other": [], "errors": 0, "rounds": len(rs),
+                      "used": len(quiet) or len(rs), "disturbed": not quiet}
+        for r in quiet or rs:
+            qps = float(r["qps"])
+            a["errors"] += max(0, int(r["errors"]))
+            if qps <= 0:
+                continue
+            wall = float(r["wall_s"])
+            server, client = float(r["server_cpu_s"]), float(r["client_cpu_s"])
+            a["qps"].append(qps)
+            a["p50"].append(float(r["p50_ms"]))
+            a["p99"].append(float(r["p99_ms"]))
+            a["cpu_pct"].append(server / wall * 100)
+            a["client_pct"].append(client / wall * 100)
+            a["other"].append(other(r))
+            # CPU per request assumes the server was as busy over the whole wall time (tool
+            # start-up included) as while the tool counted requests: approximate, same for all.
+            a["cpu_us"].append(server / wall / qps * 1e6)
     if os.path.exists(os.path.join(out, "machine.txt")):
         with open(os.path.join(out, "machine.txt")) as f:
             print("## Machine and setup\n\n```\n" + f.read().rstrip() + "\n```\n")
@@ -73,23 +85,26 @@ def main():
     print("Server CPU % is of the one CPU it is pinned to; client CPU % likewise; other = CPUs")
     print("busy with work that is neither (the machine is shared). Capacity = 1 s / server CPU")
     print("per request: the QPS one fully used core would give at that cost (derived, not measured).")
+    print("Rounds: used/run; only rounds in which other work stayed under %.2f CPUs are used, and"
+          % max_other)
+    print("a row marked * had none (all its rounds were disturbed).")
     print()
     print("| benchmark | server | QPS | p50 ms | p99 ms | server CPU % | server CPU µs/req |"
-          " capacity QPS | client CPU % | other CPUs | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " capacity QPS | client CPU % | other CPUs | rounds | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for test, title in TESTS:
         for server, name in SERVERS:
             a = agg.get((server, test))
             if not a:
                 continue
             cpu_us = m(server, test, "cpu_us")
-            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
-                title, name, fmt(m(server, test, "qps"), ",.0f"),
+            print("| %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %d |" % (
+                title, name, " *" if a["disturbed"] else "", fmt(m(server, test, "qps"), ",.0f"),
                 fmt(m(server, test, "p50"), ".3f"), fmt(m(server, test, "p99"), ".3f"),
                 fmt(m(server, test, "cpu_pct"), ".0f"), fmt(cpu_us, ".1f"),
                 fmt(1e6 / cpu_us if cpu_us else None, ",.0f"),
                 fmt(m(server, test, "client_pct"), ".0f"), fmt(m(server, test, "other"), ".2f"),
-                a["errors"]))
+                a["used"], a["rounds"], a["errors"]))
     print()
 
     print("## Ours / grpc C++\n")
