@@ -58,8 +58,9 @@
 
 /* KEYS: record, device key. ARGV: device, ttl ms, record ttl ms, max devices, device key
  * prefix "presence:<user>:". Returns {expires_at, devices online}. A device already online
- * only gets its key's TTL moved (PEXPIREAT: an "expire" event the feed does not subscribe
- * to); a device coming online gets SET ("set" event). */
+ * whose expiry moves later only gets its key's TTL moved (PEXPIREAT: an "expire" event the
+ * feed does not subscribe to); a device coming online, or whose expiry moves earlier (watchers
+ * must re-read it to reschedule their expiry backstop), gets SET ("set" event). */
 static const char HEARTBEAT_LUA[] =
     LUA_PRELUDE
     "local seen, devs = load(redis.call('GET', KEYS[1]))\n"
@@ -78,7 +79,8 @@ static const char HEARTBEAT_LUA[] =
     "local exp = now + tonumber(ARGV[2])\n"
     "devs[ARGV[1]] = exp\n"
     "save(KEYS[1], seen, devs, ARGV[3])\n"
-    "if redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp)) == 0 then\n"
+    "if not (was and exp >= was and\n"
+    "        redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp)) == 1) then\n"
     "  redis.call('SET', KEYS[2], '1', 'PXAT', string.format('%d', exp))\n"
     "end\n"
     "if not was then live = live + 1 end\n"

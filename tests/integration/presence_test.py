@@ -341,8 +341,10 @@ class T1Expiry(unittest.TestCase):
                        capture_output=True)
         w = Watch(A.stub, "watcher", ["exp-dave"])
         w.next()
-        resp = hb(B.stub, "exp-dave", "tablet", ttl_ms=5000)
+        hb(B.stub, "exp-dave", "tablet", ttl_ms=120000)
         w.until(is_online("exp-dave"), timeout=1.0)
+        # the same device shortens its TTL: watchers must learn the earlier expiry
+        resp = hb(A.stub, "exp-dave", "tablet", ttl_ms=5000)
         t_off, off = w.until(is_offline("exp-dave"), timeout=7.0)
         late = t_off - resp.expires_at_ms / 1000
         print("  offline event %.0f ms after the expiry (50k TTL keys)" % (late * 1000),
