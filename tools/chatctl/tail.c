@@ -14,6 +14,9 @@
  * a fresh client_message_id, and its SendResultFrame is printed. At most max_inflight_sends
  * (from the WelcomeFrame) are outstanding: stdin is not read while that many wait.
  *
+ * --no-ack never acknowledges: the server resends each frame after ack_timeout_ms and ends the
+ * stream with RESOURCE_EXHAUSTED after max_resends, which is how to watch those paths.
+ *
  * Ctrl-C / SIGTERM (or the end of --for) half-closes the stream and waits briefly for the
  * server to end it; a second signal cancels at once. Exit 0 after a requested stop, 1 when the
  * server ended the stream on its own (its status is printed, with a hint).
@@ -50,6 +53,7 @@ typedef struct tail {
     int exit_code;           /* CTL_EXIT_* */
     const char *device;      /* Hello.device_id */
     bool presence;           /* Hello.watch_partner_presence */
+    bool no_ack;             /* --no-ack: never ack (to watch resends and a stuck session) */
     uint64_t next_seq;       /* the session_seq expected next; 1 on a new stream */
     uint64_t ack_sent;       /* highest session_seq acked so far */
     bool force_ack;          /* the next deferred ack goes out even if not higher */
@@ -101,7 +105,7 @@ static void send_frame(tail *t, const Chat__V1__ConnectRequest *f)
 static void send_ack_now(tail *t, bool force)
 {
     uint64_t upto = t->next_seq - 1;
-    if (upto == 0 || (upto <= t->ack_sent && !force))
+    if (t->no_ack || upto == 0 || (upto <= t->ack_sent && !force))
         return;
     Chat__V1__AckFrame ack = CHAT__V1__ACK_FRAME__INIT;
     ack.session_seq = upto;
@@ -180,8 +184,7 @@ static void on_delivery(tail *t, const Chat__V1__DeliveryFrame *d)
     if (seq < t->next_seq) {
         /* A resend of a frame already shown: our ack was late or lost. Ack again. */
         t->resends++;
-        if (t->c->verbose)
-            printf("(resend of #%" PRIu64 ", already shown)\n", seq);
+        printf("(resend of #%" PRIu64 ", already shown)\n", seq);
         t->force_ack = true;
         schedule_ack(t);
         return;
@@ -518,11 +521,9 @@ int cmd_tail(ctl *c, int argc, char **argv)
         abort();
     const char *send_s = NULL, *for_s = NULL;
     t->device = CTL_DEFAULT_DEVICE;
-    const args_opt opts[] = {{"--device", &t->device, NULL},
-                             {"--send", &send_s, NULL},
-                             {"--presence", NULL, &t->presence},
-                             {"--for", &for_s, NULL},
-                             {NULL, NULL, NULL}};
+    const args_opt opts[] = {{"--device", &t->device, NULL},     {"--send", &send_s, NULL},
+                             {"--presence", NULL, &t->presence}, {"--for", &for_s, NULL},
+                             {"--no-ack", NULL, &t->no_ack},     {NULL, NULL, NULL}};
     int ret = CTL_EXIT_USAGE;
     int n = args_parse(c, "tail", argc, argv, opts);
     if (n < 0)
@@ -531,7 +532,7 @@ int cmd_tail(ctl *c, int argc, char **argv)
         (send_s != NULL && (args_parse_u64(send_s, &t->send_chat) != 0 || t->send_chat == 0)) ||
         (for_s != NULL && args_parse_duration_ms(for_s, &t->run_ms) != 0)) {
         ctl_errorf(c, "tail: usage: tail [--device D] [--send CHAT_ID] [--presence] "
-                      "[--for DURATION]");
+                      "[--for DURATION] [--no-ack]");
         goto out;
     }
     if (!args_valid_device(t->device)) {

@@ -2,7 +2,8 @@
  * verify.c: `verify <chat_id> <from> <to> [--buckets N]`. Downloads the messages of
  * [from, to) with GetHistory, computes the range hash locally (rangehash.c, the contract's
  * definition), asks the server with GetRangeHash, and compares; with buckets, says which
- * sub-ranges differ.
+ * sub-ranges differ. --skip ID leaves one message out of the local side, to show what a client
+ * missing a message sees.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ CTL_KEEP_FN(keep_hash, Chat__V1__GetRangeHashResponse)
 
 /* Pages [from, to) forward through GetHistory into |a|. Returns 0 or -1 (printed). */
 static int fetch_local(ctl *c, rpc_channel *ch, uint64_t chat_id, rangehash_acc *a,
-                       uint64_t max_messages)
+                       uint64_t max_messages, uint64_t skip)
 {
     Chat__V1__ChatsService__GetHistory__RpcClientCallbacks cb = {NULL, keep_history,
                                                                  ctl_reply_on_close};
@@ -54,7 +55,8 @@ static int fetch_local(ctl *c, rpc_channel *ch, uint64_t chat_id, rangehash_acc 
              * would be a server bug, and counting it twice would cancel its hash. */
             if (m->message_id <= anchor && anchor != 0)
                 continue;
-            rangehash_acc_add(a, m->message_id, m->version, m->deleted);
+            if (m->message_id != skip)
+                rangehash_acc_add(a, m->message_id, m->version, m->deleted);
             anchor = m->message_id;
             seen++;
         }
@@ -80,20 +82,24 @@ static void print_hash_line(const char *who, uint64_t count, uint64_t hash)
 
 int cmd_verify(ctl *c, int argc, char **argv)
 {
-    const char *buckets_s = NULL, *max_s = NULL;
-    const args_opt opts[] = {
-        {"--buckets", &buckets_s, NULL}, {"--max-messages", &max_s, NULL}, {NULL, NULL, NULL}};
+    const char *buckets_s = NULL, *max_s = NULL, *skip_s = NULL;
+    const args_opt opts[] = {{"--buckets", &buckets_s, NULL},
+                             {"--skip", &skip_s, NULL},
+                             {"--max-messages", &max_s, NULL},
+                             {NULL, NULL, NULL}};
     int n = args_parse(c, "verify", argc, argv, opts);
     if (n < 0)
         return CTL_EXIT_USAGE;
-    uint64_t chat_id, from, to, max_messages = VERIFY_DEFAULT_MAX_MESSAGES;
+    uint64_t chat_id, from, to, max_messages = VERIFY_DEFAULT_MAX_MESSAGES, skip = 0;
     uint32_t n_buckets = 0;
     if (n != 3 || args_parse_u64(argv[0], &chat_id) != 0 || args_parse_u64(argv[1], &from) != 0 ||
         args_parse_u64(argv[2], &to) != 0 ||
-        (buckets_s != NULL && args_parse_u32(buckets_s, 0, RANGEHASH_MAX_BUCKETS, &n_buckets)) ||
+        (buckets_s != NULL &&
+         args_parse_u32(buckets_s, 0, RANGEHASH_MAX_BUCKETS, &n_buckets) != 0) ||
+        (skip_s != NULL && args_parse_u64(skip_s, &skip) != 0) ||
         (max_s != NULL && args_parse_u64(max_s, &max_messages) != 0)) {
-        ctl_errorf(c, "verify: usage: verify <chat_id> <from> <to> [--buckets 0..256] "
-                      "[--max-messages N]   (the range is [from, to); 0 and max are the ends)");
+        ctl_errorf(c, "verify: usage: verify <chat_id> <from> <to> [--buckets 0..256] [--skip ID] "
+                      "[--max-messages N]  (the range is [from, to); 0 and max are the ends)");
         return CTL_EXIT_USAGE;
     }
     /* Large enough for one acc: 256 buckets of 32 bytes. */
@@ -112,7 +118,7 @@ int cmd_verify(ctl *c, int argc, char **argv)
     if (ch == NULL)
         goto out;
 
-    if (fetch_local(c, ch, chat_id, local, max_messages) != 0)
+    if (fetch_local(c, ch, chat_id, local, max_messages, skip) != 0)
         goto out;
 
     Chat__V1__GetRangeHashRequest req = CHAT__V1__GET_RANGE_HASH_REQUEST__INIT;
