@@ -40,28 +40,48 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$
 PIDS+=($!)
 wait_port "$RPORT"
 
-start_presence() { # name -> port
+RPID=${PIDS[0]}
+
+start_presence() { # name -> port (pid in $TMP/name.pid)
     local port mport
     port=$(free_port)
     mport=$(free_port)
     JWT_SECRET=$SECRET REDIS_URL=127.0.0.1:$RPORT LOG_LEVEL=warn "$SVC" --host 127.0.0.1 \
         --port "$port" --metrics-port "$mport" --workers "$WORKERS" >"$TMP/$1.log" 2>&1 &
-    PIDS+=($!)
+    echo $! >"$TMP/$1.pid"
     wait_port "$port"
     echo "$port"
 }
 A=$(start_presence presence-a)
 B=$(start_presence presence-b)
+PIDS+=("$(cat "$TMP/presence-a.pid")" "$(cat "$TMP/presence-b.pid")")
+APID=${PIDS[1]}
+BPID=${PIDS[2]}
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(redis-server --version | cut -d' ' -f3), svc-presence workers=$WORKERS"
+# CPU seconds (user+system) a process has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Runs presence_bench and adds the CPU each process used during the run: "cpu_s=redis/a/b/client".
+run() {
+    local r0 a0 b0 out
+    r0=$(cpu_s "$RPID") a0=$(cpu_s "$APID") b0=$(cpu_s "$BPID")
+    out=$(/usr/bin/time -f "%U %S" -o "$TMP/time" "$BENCH" "$@") || true
+    printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f\n' "$out" \
+        "$(echo "$(cpu_s "$RPID") - $r0" | bc)" "$(echo "$(cpu_s "$APID") - $a0" | bc)" \
+        "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk '{print $1 + $2}' "$TMP/time")"
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+    "$(redis-server --version | cut -d' ' -f3), svc-presence workers=$WORKERS"
 # heartbeats: the first pass brings USERS online, then steady-state refreshes
-"$BENCH" heartbeat --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" \
+run heartbeat --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" \
     --threads "$HB_THREADS" --conns 4 --inflight "$HB_INFLIGHT" --seconds "$SECS" --warmup 3
 # GetPresence of 500 users: latency at one call in flight, then throughput at 8
-"$BENCH" get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
+run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
     --conns 1 --inflight 1 --seconds "$SECS" --warmup 2
-"$BENCH" get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
+run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
     --conns 2 --inflight 8 --seconds "$SECS" --warmup 2
-# change-to-watcher: USERS watched on A, changes made through B
-"$BENCH" watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
+# change-to-watcher: USERS watched on A, changes made through B (then 4x the rate)
+run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
     --users "$USERS" --rate "$RATE" --conns 4 --seconds "$SECS"
+run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
+    --users "$USERS" --rate $((RATE * 4)) --conns 4 --seconds "$SECS"
