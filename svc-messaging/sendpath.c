@@ -134,6 +134,7 @@ typedef struct send_op {
     int64_t created_at_ms;
     bool reproduced;    /* a pending earlier attempt is produced again */
     int64_t started_ms; /* monotonic, for the latency histogram */
+    int64_t step_ms;    /* monotonic start of the current step */
     char key[AUTH_USER_ID_MAX + MSG_MAX_CMID_BYTES + 32];
 } send_op;
 
@@ -204,6 +205,7 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
 {
     (void)p;
     send_op *op = ud;
+    metrics_histogram_observe(stats.produce_latency, (rpc_now_ms() - op->step_ms) / 1000.0);
     if (d->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* The key stays pending: a resend produces again with the same id. */
         op_fail(op, "the log did not confirm the write: ", d->errstr);
@@ -260,6 +262,7 @@ static void op_produce(send_op *op)
     chat__v1__chat_event__pack(&ev, buf);
     char key[24];
     int klen = snprintf(key, sizeof(key), "%" PRIu64, op->chat_id);
+    op->step_ms = rpc_now_ms();
     rv = kafka_producer_send(w->producer, svc->cfg.topic, KAFKA_PARTITION_ANY, key, (size_t)klen,
                              buf, len, NULL, 0, on_delivery, op);
     if (rv != 0)
@@ -285,6 +288,7 @@ static void on_dedupe(redis_client *c, const redisReply *reply, int status, void
     (void)c;
     send_op *op = ud;
     char state[16], id[24], created[24], chat[24];
+    metrics_histogram_observe(stats.dedupe_latency, (rpc_now_ms() - op->step_ms) / 1000.0);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         op->message_id = 0;
         op_fail(op, "dedupe store unavailable: ",
@@ -351,6 +355,7 @@ static void op_dedupe(send_op *op)
     snprintf(schat, sizeof(schat), "%" PRIu64, op->chat_id);
     snprintf(sttl, sizeof(sttl), "%" PRIu64, (uint64_t)w->svc->cfg.dedupe_ttl_s * 1000);
     const char *argv[] = {op->key, sid, screated, schat, sttl};
+    op->step_ms = rpc_now_ms();
     rv = redis_client_eval(w->redis, w->svc->dedupe_script, 1, 5, argv, NULL, on_dedupe, op);
     if (rv != 0) {
         op->message_id = 0;

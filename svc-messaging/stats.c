@@ -27,6 +27,14 @@ int stats_init(void)
                                 "Send accepted to result (delivery report), seconds", NULL,
                                 metrics_latency_buckets, metrics_latency_buckets_n,
                                 &stats.send_latency);
+    rv |= metrics_histogram_get(stats.reg, "messaging_dedupe_seconds",
+                                "Dedupe script round trip in Redis, seconds", NULL,
+                                metrics_latency_buckets, metrics_latency_buckets_n,
+                                &stats.dedupe_latency);
+    rv |= metrics_histogram_get(stats.reg, "messaging_produce_seconds",
+                                "Produce to Kafka delivery report, seconds", NULL,
+                                metrics_latency_buckets, metrics_latency_buckets_n,
+                                &stats.produce_latency);
     rv |= metrics_gauge_get(stats.reg, "messaging_sessions", "Open Connect sessions", NULL,
                             &stats.sessions);
     rv |= counter("messaging_sessions_opened_total", "Connect sessions opened (Hello accepted)",

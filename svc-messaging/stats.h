@@ -15,6 +15,8 @@ typedef struct msg_stats {
     metrics_counter *send_failed;      /* {status="failed"} */
     metrics_counter *send_reproduced;  /* resends of a pending first attempt produced again */
     metrics_histogram *send_latency;   /* send accepted -> result, seconds */
+    metrics_histogram *dedupe_latency; /* dedupe script round trip, seconds */
+    metrics_histogram *produce_latency; /* produce -> delivery report, seconds */
     metrics_gauge *sessions;           /* open Connect sessions */
     metrics_counter *sessions_opened;  /* Hello accepted */
     metrics_counter *sessions_stuck;   /* closed RESOURCE_EXHAUSTED */

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# bench/messaging/run.sh: svc-messaging benchmarks on a local Redis + one Kafka broker
+# (tools/stack-lib.sh, temp dir, free ports). Prints numbers; nothing is pass/fail.
+#
+#   BUILD_DIR=build bench/messaging/run.sh [send|fanout|conns|all]
+#
+# Needs svc-messaging and msg_bench built: ninja -C build svc-messaging msg_bench
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+export CHAT_BUILD_DIR=${BUILD_DIR:-$SRC/build}
+BENCH=$CHAT_BUILD_DIR/bench/messaging/msg_bench
+SVC=$CHAT_BUILD_DIR/svc-messaging/svc-messaging
+what=${1:-all}
+# shellcheck source=../../tools/stack-lib.sh
+source "$SRC/tools/stack-lib.sh"
+dir=$(mktemp -d /tmp/chat-msg-bench.XXXXXX)
+trap 'stack_cleanup "$dir"' EXIT
+export KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-12}
+start_redis "$dir" "$(free_port)"
+start_kafka "$dir" "$(free_port 2)" 1
+stack_jwt_secret "$dir" >/dev/null
+port=$(free_port)
+mport=$(free_port)
+start_service "$dir" svc-messaging "$port" "$mport" --workers "${WORKERS:-2}" \
+    --max-concurrent-streams 1000 ${MSG_ARGS:-}
+pid=$(cat "$dir/pids/svc-messaging-$port.pid")
+sleep 3 # consumer assignment and offset reset before the chat is created
+common=(--addr "127.0.0.1:$port" --brokers "$KAFKA_BROKERS" --secret "$JWT_SECRET")
+if [[ $what == send || $what == all ]]; then
+    "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" --senders 8
+fi
+if [[ $what == fanout || $what == all ]]; then
+    "$BENCH" fanout "${common[@]}" --members 100 --rate "${FANOUT_RATE:-20}" \
+        --seconds "${SECONDS_RUN:-15}"
+fi
+if [[ $what == conns || $what == all ]]; then
+    ulimit -n 65536 2>/dev/null || true
+    "$BENCH" conns "${common[@]}" --streams "${STREAMS:-20000}" --pid "$pid" --hold 5
+fi
+curl -s "127.0.0.1:$mport/metrics" | grep -E "^messaging_(sends_total|delivery_drops|sessions |(send|dedupe|produce)_seconds_(count|sum))" || true
