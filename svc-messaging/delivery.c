@@ -329,8 +329,8 @@ static int on_rebalance(kafka_consumer *c, kafka_rebalance_kind kind,
 {
     (void)c;
     (void)ud;
-    log_info("delivery: %s %d partition(s)", kind == KAFKA_REBALANCE_ASSIGN ? "assigned" : "revoked",
-             parts->cnt);
+    log_info("delivery: %s %d partition(s)",
+             kind == KAFKA_REBALANCE_ASSIGN ? "assigned" : "revoked", parts->cnt);
     return 0;
 }
 
@@ -445,8 +445,8 @@ int delivery_start(delivery **out, msg_service *svc)
         log_error("snowflake lease: %s", snowflake_strerror(rv));
         goto fail;
     }
-    rv = membership_loader_new(&d->loader, d->base, svc->members, cfg->chats_addr,
-                               cfg->jwt_secret, cfg->membership_max_loads);
+    rv = membership_loader_new(&d->loader, d->base, svc->members, cfg->chats_addr, cfg->jwt_secret,
+                               cfg->membership_max_loads);
     if (rv != 0)
         goto fail;
 

@@ -75,9 +75,8 @@ static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
         return -1;
     log_info("messaging: site=%s redis=%s kafka=%s topic=%s workers=%d queue-size=%u "
              "ack-timeout=%ums max-resends=%u metrics-port=%u",
-             svc.cfg.site, svc.cfg.redis_url, svc.cfg.kafka_brokers, svc.cfg.topic,
-             svc.cfg.workers, svc.cfg.queue_size, svc.cfg.ack_timeout_ms, svc.cfg.max_resends,
-             svc.cfg.metrics_port);
+             svc.cfg.site, svc.cfg.redis_url, svc.cfg.kafka_brokers, svc.cfg.topic, svc.cfg.workers,
+             svc.cfg.queue_size, svc.cfg.ack_timeout_ms, svc.cfg.max_resends, svc.cfg.metrics_port);
     return 0;
 }
 

@@ -402,8 +402,7 @@ static void on_getchat_close(rpc_ccall *call, const rpc_status *st, void *ud)
         event_active(ld->done_ev, EV_TIMEOUT, 0);
 }
 
-int membership_load(membership_loader *l, uint64_t chat_id, membership_load_cb cb,
-                    void *user_data)
+int membership_load(membership_loader *l, uint64_t chat_id, membership_load_cb cb, void *user_data)
 {
     if (l->closing)
         return -1;

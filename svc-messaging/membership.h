@@ -79,7 +79,6 @@ typedef void (*membership_load_cb)(int code, void *user_data);
 
 /* Loads |chat_id| (coalescing concurrent loads of one chat). |cb| always runs later on the
  * loop, never inside this call. Returns 0, or -1 when max_loads are in flight (cb not called). */
-int membership_load(membership_loader *l, uint64_t chat_id, membership_load_cb cb,
-                    void *user_data);
+int membership_load(membership_loader *l, uint64_t chat_id, membership_load_cb cb, void *user_data);
 
 #endif /* MSG_MEMBERSHIP_H */

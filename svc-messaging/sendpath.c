@@ -217,8 +217,8 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         char id[24];
         snprintf(id, sizeof(id), "%" PRIu64, op->message_id);
         const char *argv[] = {op->key, id};
-        if (redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL,
-                              on_marked, op) == 0)
+        if (redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL, on_marked,
+                              op) == 0)
             return;
     }
     op_done(op, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
@@ -291,8 +291,7 @@ static void on_dedupe(redis_client *c, const redisReply *reply, int status, void
     metrics_histogram_observe(stats.dedupe_latency, (rpc_now_ms() - op->step_ms) / 1000.0);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         op->message_id = 0;
-        op_fail(op, "dedupe store unavailable: ",
-                reply ? reply->str : redis_strerror(status));
+        op_fail(op, "dedupe store unavailable: ", reply ? reply->str : redis_strerror(status));
         return;
     }
     if (reply_str(reply, 0, state, sizeof(state)) || reply_str(reply, 1, id, sizeof(id)) ||

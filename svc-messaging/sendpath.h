@@ -35,11 +35,11 @@
 #define SEND_REASON_MAX 256
 
 typedef struct send_result {
-    Chat__V1__SendStatus status;       /* OK, DUPLICATE, REJECTED, FAILED */
-    int code;                          /* gRPC code as SendResultFrame.code */
-    uint64_t message_id;               /* see SendResultFrame.message_id */
-    int64_t created_at_ms;             /* OK / DUPLICATE */
-    char reason[SEND_REASON_MAX + 1];  /* REJECTED / FAILED */
+    Chat__V1__SendStatus status;      /* OK, DUPLICATE, REJECTED, FAILED */
+    int code;                         /* gRPC code as SendResultFrame.code */
+    uint64_t message_id;              /* see SendResultFrame.message_id */
+    int64_t created_at_ms;            /* OK / DUPLICATE */
+    char reason[SEND_REASON_MAX + 1]; /* REJECTED / FAILED */
 } send_result;
 
 /* Result callback; |r| is valid during the call only. */

@@ -36,12 +36,12 @@ typedef enum ctl_kind {
 typedef struct ctl_item {
     struct ctl_item *next;
     ctl_kind kind;
-    session *s;         /* CTL_RESULT while the send is in flight */
-    uint64_t nonce;     /* CTL_PONG */
-    uint64_t chat_id;   /* CTL_RESULT */
+    session *s;       /* CTL_RESULT while the send is in flight */
+    uint64_t nonce;   /* CTL_PONG */
+    uint64_t chat_id; /* CTL_RESULT */
     char cmid[MSG_MAX_CMID_BYTES + 1];
-    send_result r;      /* CTL_RESULT */
-    bool ready;         /* CTL_RESULT: the result arrived */
+    send_result r; /* CTL_RESULT */
+    bool ready;    /* CTL_RESULT: the result arrived */
 } ctl_item;
 
 struct session {
@@ -171,8 +171,8 @@ void session_close(session *s, int code, const char *msg)
     if (!rpc_call_is_done(s->call))
         rpc_call_finish(s->call, code, msg);
     if (code != 0 && code != RPC_STATUS_UNAVAILABLE && code != RPC_STATUS_ABORTED)
-        log_debug("session %s user=%s device=%s closed: %s %s", s->session_id, s->user,
-                  s->device, rpc_status_name(code), msg ? msg : "");
+        log_debug("session %s user=%s device=%s closed: %s %s", s->session_id, s->user, s->device,
+                  rpc_status_name(code), msg ? msg : "");
     session_end(s);
 }
 
@@ -399,8 +399,8 @@ session *session_new(msg_worker *w, rpc_call *call, const auth_identity *id)
     snprintf(s->user, sizeof(s->user), "%s", id->user_id);
     s->token_exp_ms = id->expires_at * 1000;
     s->opened_ms = s->last_rx_ms = rpc_now_ms();
-    snprintf(s->session_id, sizeof(s->session_id), "%s-%d-%" PRIu64 "-%" PRIx64,
-             w->svc->cfg.site, w->index, s->sid, (uint64_t)snowflake_wall_ms());
+    snprintf(s->session_id, sizeof(s->session_id), "%s-%d-%" PRIu64 "-%" PRIx64, w->svc->cfg.site,
+             w->index, s->sid, (uint64_t)snowflake_wall_ms());
     s->tick = event_new(w->base, -1, EV_PERSIST, on_tick, s);
     event_add(s->tick, w->tick_tv);
     rpc_call_callbacks cbs = {.on_cancel = on_cancel, .on_writable = on_writable};
@@ -516,7 +516,8 @@ static void on_ack(session *s, uint64_t seq)
 static void on_ping(session *s, uint64_t nonce)
 {
     if (s->n_pongs >= CTL_PONG_MAX) {
-        session_close(s, RPC_STATUS_RESOURCE_EXHAUSTED, "too many pings not answered: read the stream");
+        session_close(s, RPC_STATUS_RESOURCE_EXHAUSTED,
+                      "too many pings not answered: read the stream");
         return;
     }
     ctl_item *c = mem_calloc(1, sizeof(*c));

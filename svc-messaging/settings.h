@@ -41,31 +41,31 @@
 #define MSG_MAX_DEVICE_ID 64
 
 typedef struct settings {
-    const char *site;             /* site name, [a-z0-9-]{1,32} */
-    unsigned site_id;             /* Snowflake site bits */
-    const char *redis_url;        /* Redis */
-    const char *kafka_brokers;    /* bootstrap servers */
-    const char *chats_addr;       /* svc-chats or NULL */
-    const char *jwt_secret;       /* HS256 secret */
-    const char *topic;            /* produce topic */
-    uint32_t queue_size;          /* per session */
-    uint32_t ack_timeout_ms;      /* per frame */
-    uint32_t max_resends;         /* per frame */
-    uint32_t ping_interval_ms;    /* client ping period */
-    uint32_t hello_timeout_ms;    /* first frame deadline */
-    uint32_t max_inflight_sends;  /* per session */
-    uint32_t max_pending_sends;   /* per worker */
-    uint32_t worker_inbox_size;   /* per worker */
-    uint32_t delivery_backlog;    /* consumer side */
-    uint32_t membership_chats;    /* cache entries */
+    const char *site;              /* site name, [a-z0-9-]{1,32} */
+    unsigned site_id;              /* Snowflake site bits */
+    const char *redis_url;         /* Redis */
+    const char *kafka_brokers;     /* bootstrap servers */
+    const char *chats_addr;        /* svc-chats or NULL */
+    const char *jwt_secret;        /* HS256 secret */
+    const char *topic;             /* produce topic */
+    uint32_t queue_size;           /* per session */
+    uint32_t ack_timeout_ms;       /* per frame */
+    uint32_t max_resends;          /* per frame */
+    uint32_t ping_interval_ms;     /* client ping period */
+    uint32_t hello_timeout_ms;     /* first frame deadline */
+    uint32_t max_inflight_sends;   /* per session */
+    uint32_t max_pending_sends;    /* per worker */
+    uint32_t worker_inbox_size;    /* per worker */
+    uint32_t delivery_backlog;     /* consumer side */
+    uint32_t membership_chats;     /* cache entries */
     uint32_t membership_max_loads; /* per loader */
-    uint32_t send_timeout_ms;     /* Kafka message timeout */
-    uint32_t linger_ms;           /* Kafka linger */
-    uint32_t dedupe_ttl_s;        /* Redis dedupe TTL */
-    uint32_t redis_timeout_ms;    /* Redis command timeout */
-    const char *metrics_host;     /* metrics listen address */
-    uint16_t metrics_port;        /* 0 = off */
-    int workers;                  /* as service_main reads it */
+    uint32_t send_timeout_ms;      /* Kafka message timeout */
+    uint32_t linger_ms;            /* Kafka linger */
+    uint32_t dedupe_ttl_s;         /* Redis dedupe TTL */
+    uint32_t redis_timeout_ms;     /* Redis command timeout */
+    const char *metrics_host;      /* metrics listen address */
+    uint16_t metrics_port;         /* 0 = off */
+    int workers;                   /* as service_main reads it */
 } settings;
 
 /* Reads every setting; logs and returns -1 on a missing or bad required one. */

@@ -23,18 +23,15 @@ int stats_init(void)
     rv |= counter("messaging_sends_reproduced_total",
                   "Resends whose first attempt was unconfirmed, produced again with its id", NULL,
                   NULL, &stats.send_reproduced);
-    rv |= metrics_histogram_get(stats.reg, "messaging_send_seconds",
-                                "Send accepted to result (delivery report), seconds", NULL,
-                                metrics_latency_buckets, metrics_latency_buckets_n,
-                                &stats.send_latency);
-    rv |= metrics_histogram_get(stats.reg, "messaging_dedupe_seconds",
-                                "Dedupe script round trip in Redis, seconds", NULL,
-                                metrics_latency_buckets, metrics_latency_buckets_n,
-                                &stats.dedupe_latency);
-    rv |= metrics_histogram_get(stats.reg, "messaging_produce_seconds",
-                                "Produce to Kafka delivery report, seconds", NULL,
-                                metrics_latency_buckets, metrics_latency_buckets_n,
-                                &stats.produce_latency);
+    rv |= metrics_histogram_get(
+        stats.reg, "messaging_send_seconds", "Send accepted to result (delivery report), seconds",
+        NULL, metrics_latency_buckets, metrics_latency_buckets_n, &stats.send_latency);
+    rv |= metrics_histogram_get(
+        stats.reg, "messaging_dedupe_seconds", "Dedupe script round trip in Redis, seconds", NULL,
+        metrics_latency_buckets, metrics_latency_buckets_n, &stats.dedupe_latency);
+    rv |= metrics_histogram_get(
+        stats.reg, "messaging_produce_seconds", "Produce to Kafka delivery report, seconds", NULL,
+        metrics_latency_buckets, metrics_latency_buckets_n, &stats.produce_latency);
     rv |= metrics_gauge_get(stats.reg, "messaging_sessions", "Open Connect sessions", NULL,
                             &stats.sessions);
     rv |= counter("messaging_sessions_opened_total", "Connect sessions opened (Hello accepted)",
@@ -58,16 +55,16 @@ int stats_init(void)
                   "Records skipped as already routed (mirror copies, replays)", NULL, NULL,
                   &stats.events_duplicate);
     rv |= counter("messaging_events_skipped_total",
-                  "Records not delivered: unreadable, unknown variant or membership unknown",
-                  NULL, NULL, &stats.events_skipped);
-    rv |= metrics_histogram_get(stats.reg, "messaging_event_route_seconds",
-                                "Record timestamp to routed to workers, seconds", NULL,
-                                metrics_latency_buckets, metrics_latency_buckets_n,
-                                &stats.event_lag);
+                  "Records not delivered: unreadable, unknown variant or membership unknown", NULL,
+                  NULL, &stats.events_skipped);
+    rv |=
+        metrics_histogram_get(stats.reg, "messaging_event_route_seconds",
+                              "Record timestamp to routed to workers, seconds", NULL,
+                              metrics_latency_buckets, metrics_latency_buckets_n, &stats.event_lag);
     rv |= counter("messaging_membership_loads_total", "GetChat calls for membership cache misses",
                   NULL, NULL, &stats.membership_loads);
-    rv |= counter("messaging_membership_load_errors_total", "GetChat calls that failed", NULL,
-                  NULL, &stats.membership_load_errors);
+    rv |= counter("messaging_membership_load_errors_total", "GetChat calls that failed", NULL, NULL,
+                  &stats.membership_load_errors);
     rv |= metrics_gauge_get(stats.reg, "messaging_consumer_paused",
                             "1 while the event consumer is paused by back-pressure", NULL,
                             &stats.consumer_paused);

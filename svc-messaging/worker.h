@@ -52,7 +52,7 @@ typedef struct msg_service {
     atomic_int workers_stopped;   /* for the last worker_stop */
     struct event *sig_term;       /* on the main loop (see main.c) */
     struct event *sig_int;
-    char producer_name[80];       /* ChatEvent.producer */
+    char producer_name[80]; /* ChatEvent.producer */
 } msg_service;
 
 /* Where the stream of one (user, device) lives. */
@@ -69,9 +69,9 @@ typedef enum inbox_kind {
 
 typedef struct inbox_item {
     inbox_kind kind;
-    dl_event *ev;                       /* INBOX_EVENT: one reference */
-    uint64_t sid;                       /* INBOX_KICK */
-    char user[AUTH_USER_ID_MAX + 1];    /* INBOX_KICK */
+    dl_event *ev;                    /* INBOX_EVENT: one reference */
+    uint64_t sid;                    /* INBOX_KICK */
+    char user[AUTH_USER_ID_MAX + 1]; /* INBOX_KICK */
 } inbox_item;
 
 #define INBOX_RESERVE 64 /* slots only kicks and the shutdown notice may use */
@@ -91,11 +91,11 @@ struct msg_worker {
     const struct timeval *tick_tv; /* common timeout for session ticks */
     /* inbox, shared with the delivery thread */
     pthread_mutex_t inbox_lock;
-    inbox_item *inbox;             /* ring of inbox_cap */
+    inbox_item *inbox; /* ring of inbox_cap */
     uint32_t inbox_cap, inbox_head, inbox_count;
-    bool alive;                    /* loop side exists (under inbox_lock) */
-    bool hub_waiting;              /* the delivery thread waits for room (under inbox_lock) */
-    struct event *inbox_ev;        /* wakes this loop */
+    bool alive;             /* loop side exists (under inbox_lock) */
+    bool hub_waiting;       /* the delivery thread waits for room (under inbox_lock) */
+    struct event *inbox_ev; /* wakes this loop */
 };
 
 /* Allocates the worker slots (setup time). */
