@@ -158,8 +158,8 @@ static void on_close(rpc_ccall *call, const rpc_status *st, void *ud)
     d->closed = true;
     B.closed++;
     if (st->code != 0 && B.closed <= 5)
-        fprintf(stderr, "stream %d (%s) ended: %s %s\n", d->idx, d->user,
-                rpc_status_name(st->code), st->message);
+        fprintf(stderr, "stream %d (%s) ended: %s %s\n", d->idx, d->user, rpc_status_name(st->code),
+                st->message);
 }
 
 static int dev_open(dev *d, rpc_channel *ch)
@@ -174,7 +174,7 @@ static int dev_open(dev *d, rpc_channel *ch)
     rpc_mdlist_add_str(&md, "authorization", hdr);
     rpc_call_opts opts = {.metadata = &md, .wait_for_ready = true};
     Chat__V1__MessagingService__Connect__RpcClientCallbacks cb = {.on_message = on_msg,
-                                                                   .on_close = on_close};
+                                                                  .on_close = on_close};
     int rv = chat__v1__messaging_service__rpc_connect(&d->call, ch, &opts, &cb, d);
     rpc_mdlist_clear(&md);
     if (rv != 0)
@@ -434,7 +434,8 @@ int main(int argc, char **argv)
     printf("%s: rate target %d msg/s, sent %" PRIu64 " (%.0f/s), results %" PRIu64
            " (not OK: %" PRIu64 "), deliveries %" PRIu64 " (expected %" PRIu64 ")\n",
            B.mode, B.rate, B.sent, B.sent / secs, B.results, B.failed, B.deliveries,
-           strcmp(B.mode, "fanout") == 0 ? B.sent * (uint64_t)B.n_devs : B.sent * (uint64_t)B.senders);
+           strcmp(B.mode, "fanout") == 0 ? B.sent * (uint64_t)B.n_devs
+                                         : B.sent * (uint64_t)B.senders);
     report(strcmp(B.mode, "send") == 0 ? "send->ack" : "send->delivered");
     return 0;
 }
