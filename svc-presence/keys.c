@@ -72,7 +72,7 @@ int keys_parse_device(const char *key, size_t len, const char **user, size_t *us
 }
 
 static const char *const event_names[] = {
-    [KEYS_EV_SET] = "set",
+    [KEYS_EV_ONLINE] = "sadd",
     [KEYS_EV_DEL] = "del",
     [KEYS_EV_EXPIRED] = "expired",
 };
@@ -97,7 +97,7 @@ keys_event keys_parse_event_channel(const char *channel, size_t len)
         return KEYS_EV_OTHER;
     const char *ev = sep + 1;
     size_t elen = len - (size_t)(ev - channel);
-    for (int k = KEYS_EV_SET; k <= KEYS_EV_EXPIRED; k++)
+    for (int k = KEYS_EV_ONLINE; k <= KEYS_EV_EXPIRED; k++)
         if (strlen(event_names[k]) == elen && memcmp(event_names[k], ev, elen) == 0)
             return (keys_event)k;
     return KEYS_EV_OTHER;

@@ -3,9 +3,12 @@
  * carry those keys. Pure string code (no Redis, no I/O), shared by the store, the watch feed
  * and the unit tests.
  *
- *   presence:<user>:<device>    string "1", expires (PXAT) when the device's TTL runs out.
- *                               Exists only to produce keyevent notifications: "set" when a
- *                               device comes online, "del" on SetOffline, "expired" on expiry.
+ *   presence:<user>:<device>    a Redis set holding "1", expiring (PEXPIREAT) when the device's
+ *                               TTL runs out. Exists only to produce keyevent notifications:
+ *                               "sadd" when a device comes online, "del" on SetOffline,
+ *                               "expired" on expiry. (A set rather than a string so that the
+ *                               notifications the feed needs are of a class, 's', that the
+ *                               record's SET on every heartbeat does not produce.)
  *   presence-state:<user>       the user's record (state.h): last-seen and every device with
  *                               its expiry. The truth for counts and last-seen.
  *   chat:<chat_id>:members      set of user ids (maintained by the chats materializer; read
@@ -47,7 +50,7 @@ int keys_parse_device(const char *key, size_t len, const char **user, size_t *us
 /* Keyevent kinds the watch feed listens to. */
 typedef enum keys_event {
     KEYS_EV_OTHER = 0,   /* not one of ours */
-    KEYS_EV_SET = 1,     /* a device came online (SET) */
+    KEYS_EV_ONLINE = 1,  /* a device came online (SADD) */
     KEYS_EV_DEL = 2,     /* SetOffline (DEL) */
     KEYS_EV_EXPIRED = 3, /* TTL ran out */
 } keys_event;

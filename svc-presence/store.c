@@ -60,7 +60,8 @@
  * prefix "presence:<user>:". Returns {expires_at, devices online}. A device already online
  * whose expiry moves later only gets its key's TTL moved (PEXPIREAT: an "expire" event the
  * feed does not subscribe to); a device coming online, or whose expiry moves earlier (watchers
- * must re-read it to reschedule their expiry backstop), gets SET ("set" event). */
+ * must re-read it to reschedule their expiry backstop), gets its key re-created (DEL, SADD:
+ * "sadd" and maybe "del" events). */
 static const char HEARTBEAT_LUA[] =
     LUA_PRELUDE
     "local seen, devs = load(redis.call('GET', KEYS[1]))\n"
@@ -81,7 +82,9 @@ static const char HEARTBEAT_LUA[] =
     "save(KEYS[1], seen, devs, ARGV[3])\n"
     "if not (was and exp >= was and\n"
     "        redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp)) == 1) then\n"
-    "  redis.call('SET', KEYS[2], '1', 'PXAT', string.format('%d', exp))\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  redis.call('SADD', KEYS[2], '1')\n"
+    "  redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp))\n"
     "end\n"
     "if not was then live = live + 1 end\n"
     "return {exp, live}\n";

@@ -109,11 +109,12 @@ int store_count_online(const store *st, redis_client *c, uint64_t chat_id, const
                        store_count_cb cb, void *ud);
 
 /* The notification classes the watch feed needs: keyevent channels (E) for the generic class
- * (g: DEL -> "del"), the string class ($: SET -> "set") and expirations (x: "expired"). Not K:
- * keyspace channels would also carry the "expire" event of every heartbeat's TTL refresh
- * to every subscriber; on keyevent channels that event goes to __keyevent@<db>__:expire, which
- * nobody subscribes to, so it costs Redis a lookup and nothing else. */
-#define STORE_NOTIFY_FLAGS "Eg$x"
+ * (g: DEL -> "del"), the set class (s: SADD -> "sadd") and expirations (x: "expired"). Not K:
+ * keyspace channels would carry every event of the presence keys to every subscriber,
+ * including the "expire" of every heartbeat's TTL refresh; on keyevent channels that event goes
+ * to __keyevent@<db>__:expire, which nobody subscribes to, so it costs Redis a lookup and
+ * nothing else. Not $: the record's SET on every heartbeat would then be published too. */
+#define STORE_NOTIFY_FLAGS "Egsx"
 
 /* Result of store_ensure_notify(): |before| is the server's setting when read (NULL if it could
  * not be read), |after| what it is now (NULL likewise); |changed| when this call set it. */

@@ -617,7 +617,7 @@ int watch_hub_new(watch_hub **out, struct event_base *base, const store *st, red
         free(h);
         return rv;
     }
-    static const keys_event evs[] = {KEYS_EV_SET, KEYS_EV_DEL, KEYS_EV_EXPIRED};
+    static const keys_event evs[] = {KEYS_EV_ONLINE, KEYS_EV_DEL, KEYS_EV_EXPIRED};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
         char ch[64];
         keys_event_channel(ch, sizeof(ch), db, evs[i]);

@@ -1,7 +1,7 @@
 /*
  * watch.h: WatchPresence streams of one worker, fed by Redis keyevent notifications.
  *
- * Each worker has one hub: one pub/sub connection subscribed to __keyevent@<db>__:set, :del and
+ * Each worker has one hub: one pub/sub connection subscribed to __keyevent@<db>__:sadd, :del and
  * :expired (one subscription set per worker, whatever the number of streams), a registry of the
  * users its streams watch (registry.h) with the presence last read for each, and the streams.
  *

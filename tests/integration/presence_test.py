@@ -364,7 +364,14 @@ class T2MultiDevice(unittest.TestCase):
         w.until(is_online("md-bob", 1), timeout=1.0)
         hb(B.stub, "md-bob", "laptop", ttl_ms=60000)
         w.until(is_online("md-bob", 2), timeout=1.0)
-        hb(B.stub, "md-bob", "laptop", ttl_ms=60000)  # a refresh changes nothing
+        # refreshes change nothing and produce none of the events the feed listens to (sadd,
+        # del, expired): the record's SET and the key's PEXPIREAT only
+        # publish on channels nobody subscribes to
+        events_before = A.metrics()["presence_watch_events_total"]
+        for _ in range(20):
+            hb(B.stub, "md-bob", "laptop", ttl_ms=60000)
+        time.sleep(0.2)
+        self.assertEqual(A.metrics()["presence_watch_events_total"], events_before)
         u = get(B.stub, ["md-bob"]).users[0]
         self.assertTrue(u.online)
         self.assertEqual(u.online_devices, 2)
@@ -607,7 +614,8 @@ class T7SlowWatcher(unittest.TestCase):
                     if r % 2 == 0:
                         cmds += resp_cmd("SET", "presence-state:" + u, "0 d=%d" % (now + 60000),
                                          "PX", 600000)
-                        cmds += resp_cmd("SET", "presence:%s:d" % u, "1", "PXAT", now + 60000)
+                        cmds += resp_cmd("SADD", "presence:%s:d" % u, "1")
+                        cmds += resp_cmd("PEXPIREAT", "presence:%s:d" % u, now + 60000)
                     else:
                         cmds += resp_cmd("SET", "presence-state:" + u, str(now), "PX", 600000)
                         cmds += resp_cmd("DEL", "presence:%s:d" % u)

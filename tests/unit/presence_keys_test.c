@@ -78,8 +78,8 @@ static void test_event_channels(void **state)
 {
     (void)state;
     char buf[64];
-    keys_event_channel(buf, sizeof(buf), 0, KEYS_EV_SET);
-    assert_string_equal(buf, "__keyevent@0__:set");
+    keys_event_channel(buf, sizeof(buf), 0, KEYS_EV_ONLINE);
+    assert_string_equal(buf, "__keyevent@0__:sadd");
     keys_event_channel(buf, sizeof(buf), 3, KEYS_EV_EXPIRED);
     assert_string_equal(buf, "__keyevent@3__:expired");
     assert_int_equal(keys_event_channel(buf, sizeof(buf), 0, KEYS_EV_OTHER), 0);
@@ -87,11 +87,12 @@ static void test_event_channels(void **state)
         const char *ch;
         keys_event ev;
     } cases[] = {
-        {"__keyevent@0__:set", KEYS_EV_SET},
+        {"__keyevent@0__:sadd", KEYS_EV_ONLINE},
+        {"__keyevent@0__:set", KEYS_EV_OTHER}, /* the record's SET on every heartbeat */
         {"__keyevent@12__:del", KEYS_EV_DEL},
         {"__keyevent@0__:expired", KEYS_EV_EXPIRED},
         {"__keyevent@0__:expire", KEYS_EV_OTHER}, /* a TTL refresh: not a change */
-        {"__keyevent@0__:setx", KEYS_EV_OTHER},
+        {"__keyevent@0__:saddx", KEYS_EV_OTHER},
         {"__keyspace@0__:presence:a:b", KEYS_EV_OTHER},
         {"other", KEYS_EV_OTHER},
     };
