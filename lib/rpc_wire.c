@@ -19,6 +19,7 @@ void rpc_deframer_free(rpc_deframer *d)
 {
     free(d->buf);
     d->buf = NULL;
+    d->cap = 0;
     d->in_body = false;
     d->hdr_got = 0;
 }
@@ -67,11 +68,20 @@ int rpc_deframer_feed(rpc_deframer *d, const uint8_t *data, size_t len, rpc_defr
                     return rv;
                 continue;
             }
-            d->buf = mem_alloc(d->len);
+            d->cap = 0;
         }
         size_t take = d->len - d->got;
         if (take > len)
             take = len;
+        if (d->got + take > d->cap) {
+            size_t ncap = d->cap ? d->cap * 2 : 16384;
+            while (ncap < d->got + take)
+                ncap *= 2;
+            if (ncap > d->len)
+                ncap = d->len;
+            d->buf = mem_realloc(d->buf, ncap);
+            d->cap = ncap;
+        }
         if (take) {
             memcpy(d->buf + d->got, data, take);
             d->got += take;
@@ -82,6 +92,7 @@ int rpc_deframer_feed(rpc_deframer *d, const uint8_t *data, size_t len, rpc_defr
             return 0;
         uint8_t *buf = d->buf;
         d->buf = NULL;
+        d->cap = 0;
         d->in_body = false;
         d->hdr_got = 0;
         int rv = cb(d->hdr[0] == 1, buf, d->len, user_data);

@@ -27,6 +27,8 @@ typedef struct rpc_deframer {
     uint8_t hdr[RPC_FRAME_HEADER]; /* header bytes collected so far */
     size_t hdr_got;                /* bytes of |hdr| filled */
     uint8_t *buf;                  /* message body being collected (owned) */
+    size_t cap;                    /* bytes allocated for |buf|: it grows as bytes arrive, so an
+                                      announced length alone reserves no memory */
     size_t len;                    /* length announced by the header */
     size_t got;                    /* bytes of the body collected */
     bool in_body;                  /* header complete, collecting body */

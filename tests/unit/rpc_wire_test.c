@@ -73,6 +73,34 @@ static void test_deframer_limit_before_alloc(void **state)
     rpc_deframer_free(&d);
 }
 
+static void test_deframer_grows_with_data(void **state)
+{
+    (void)state;
+    /* 4 MiB announced, 10 bytes sent: memory follows the bytes, not the announcement. */
+    const uint8_t hdr[5] = {0, 0x00, 0x40, 0x00, 0x00};
+    uint8_t body[10] = {0};
+    rpc_deframer d;
+    rpc_deframer_init(&d, 4 << 20);
+    collected c = {0};
+    assert_int_equal(rpc_deframer_feed(&d, hdr, 5, collect, &c), 0);
+    assert_int_equal(rpc_deframer_feed(&d, body, sizeof(body), collect, &c), 0);
+    assert_true(d.cap <= 16384);
+    assert_true(rpc_deframer_partial(&d));
+    /* The rest arrives in 64 KiB pieces and the message is complete and intact. */
+    uint8_t *chunk = calloc(1, 65536);
+    size_t left = (4u << 20) - sizeof(body);
+    while (left > 0) {
+        size_t n = left < 65536 ? left : 65536;
+        assert_int_equal(rpc_deframer_feed(&d, chunk, n, collect, &c), 0);
+        left -= n;
+    }
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.lens[0], 4u << 20);
+    assert_false(rpc_deframer_partial(&d));
+    free(chunk);
+    rpc_deframer_free(&d);
+}
+
 static void test_gzip_roundtrip_and_bomb(void **state)
 {
     (void)state;
@@ -200,6 +228,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deframer_byte_by_byte),
         cmocka_unit_test(test_deframer_limit_before_alloc),
+        cmocka_unit_test(test_deframer_grows_with_data),
         cmocka_unit_test(test_gzip_roundtrip_and_bomb),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_timeout_format_at_most_8_digits),
