@@ -358,6 +358,11 @@ void membership_loader_free(membership_loader *l)
     free(l);
 }
 
+bool membership_loader_remote(const membership_loader *l)
+{
+    return l->ch != NULL;
+}
+
 static const char *loader_token(membership_loader *l)
 {
     int64_t now = time(NULL);

@@ -74,6 +74,9 @@ int membership_loader_new(membership_loader **out, struct event_base *base, memb
 /* Cancels loads in flight (their callbacks run with RPC_STATUS_CANCELLED) and frees. */
 void membership_loader_free(membership_loader *l);
 
+/* Whether loads ask svc-chats (false without a chats address: they fail NOT_FOUND at once). */
+bool membership_loader_remote(const membership_loader *l);
+
 /* Load result: a gRPC status code; OK means the cache now holds the chat. */
 typedef void (*membership_load_cb)(int code, void *user_data);
 

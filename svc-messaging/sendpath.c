@@ -389,6 +389,18 @@ static void on_loaded(int code, void *ud)
     }
 }
 
+/* After a "not a member" verdict from the cache was re-checked with svc-chats: the snapshot
+ * fills in users no consumed event has named yet, so the verdict is now current. When svc-chats
+ * cannot answer, the cache's verdict stands. */
+static void on_rechecked(int code, void *ud)
+{
+    send_op *op = ud;
+    if (code == RPC_STATUS_OK)
+        membership_verdict(op);
+    else
+        op_reject(op, RPC_STATUS_PERMISSION_DENIED, "not a member of this chat");
+}
+
 void sendpath_submit(msg_worker *w, const char *sender, const char *cmid, uint64_t chat_id,
                      const char *body, sendpath_cb cb, void *user_data)
 {
@@ -415,7 +427,13 @@ void sendpath_submit(msg_worker *w, const char *sender, const char *cmid, uint64
     if (m == MEMBERSHIP_MEMBER) {
         op_dedupe(op);
     } else if (m == MEMBERSHIP_NOT_MEMBER) {
-        op_reject(op, RPC_STATUS_PERMISSION_DENIED, "not a member of this chat");
+        /* The cache follows the log, which this instance may not have read as far as svc-chats
+         * has: AddMembers returns once svc-chats applied the event, and the new member may send
+         * at once. So a negative verdict is confirmed with GetChat (coalesced per chat) before
+         * rejecting; events already consumed still win over the snapshot. */
+        if (!membership_loader_remote(w->loader) ||
+            membership_load(w->loader, chat_id, on_rechecked, op) != 0)
+            op_reject(op, RPC_STATUS_PERMISSION_DENIED, "not a member of this chat");
     } else if (membership_load(w->loader, chat_id, on_loaded, op) != 0) {
         op_fail(op, "membership unavailable (too many loads)", "");
     }
