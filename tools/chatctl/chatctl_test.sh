@@ -25,7 +25,20 @@ pass() {
 dir=$(mktemp -d "${TMPDIR:-/tmp}/chatctl_test.XXXXXX")
 bg_pids=()
 cleanup() {
-    local p
+    local rc=$? p log
+    if ((rc != 0)); then
+        # set -e stops at a failing chatctl too: show what the services said.
+        for log in "$dir"/logs/svc-*.log; do
+            [[ -f $log ]] || continue
+            if grep -q "ERROR: .*Sanitizer" "$log"; then
+                echo "--- sanitizer report in $log" >&2
+                grep -A 40 "ERROR: .*Sanitizer" "$log" >&2
+            else
+                echo "--- last lines of $log" >&2
+                tail -n 30 "$log" >&2
+            fi
+        done
+    fi
     for p in "${bg_pids[@]}"; do
         kill "$p" 2>/dev/null || true
     done

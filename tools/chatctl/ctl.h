@@ -33,9 +33,9 @@ enum {
     CTL_EXIT_MISMATCH = 3,
 };
 
-#define CTL_DEFAULT_TIMEOUT_MS 10000 /* per unary call, --timeout */
-#define CTL_DEFAULT_TOKEN_TTL_S 3600 /* token minted for --as */
-#define CTL_DEFAULT_DEVICE "chatctl" /* --device for tail and pull */
+#define CTL_DEFAULT_TIMEOUT_MS 10000  /* per unary call, --timeout */
+#define CTL_DEFAULT_TOKEN_TTL_S 86400 /* token minted for --as (a tail outlives an hour) */
+#define CTL_DEFAULT_DEVICE "chatctl"  /* --device for tail and pull */
 #define CTL_DEFAULT_CHATS_ADDR "127.0.0.1:50051"
 #define CTL_DEFAULT_MESSAGING_ADDR "127.0.0.1:50052"
 #define CTL_CLIENT_ID_LEN 36 /* a UUID in text form, without the NUL */
@@ -163,7 +163,7 @@ const char *print_time_ms(int64_t ms, char *buf, size_t len);
 
 /* One line for a stored message: "<id>  <time>  <sender>: <body>" plus "(edited, v2)" or
  * "(deleted, v3)" markers, and the chat id when |with_chat|. */
-void print_message(FILE *f, const Chat__V1__Message *m, bool with_chat);
+void print_chat_message(FILE *f, const Chat__V1__Message *m, bool with_chat);
 
 /* One line for a chat: id, kind, title, creator, member count, newest message id if known. */
 void print_chat(FILE *f, const Chat__V1__Chat *chat, uint64_t newest_message_id);

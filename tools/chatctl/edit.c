@@ -44,7 +44,7 @@ int cmd_edit(ctl *c, int argc, char **argv)
         goto out;
     const Chat__V1__EditMessageResponse *resp = (const Chat__V1__EditMessageResponse *)r.resp;
     if (resp->message != NULL)
-        print_message(stdout, resp->message, false);
+        print_chat_message(stdout, resp->message, false);
     ret = CTL_EXIT_OK;
 out:
     ctl_reply_clear(&r);
@@ -83,7 +83,7 @@ int cmd_delete(ctl *c, int argc, char **argv)
         goto out;
     const Chat__V1__DeleteMessageResponse *resp = (const Chat__V1__DeleteMessageResponse *)r.resp;
     if (resp->message != NULL)
-        print_message(stdout, resp->message, false);
+        print_chat_message(stdout, resp->message, false);
     ret = CTL_EXIT_OK;
 out:
     ctl_reply_clear(&r);

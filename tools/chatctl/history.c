@@ -82,7 +82,7 @@ int cmd_history(ctl *c, int argc, char **argv)
         const ctl_reply *r = &pages[forward ? k : n_pages - 1 - k];
         const Chat__V1__GetHistoryResponse *resp = (const Chat__V1__GetHistoryResponse *)r->resp;
         for (size_t i = 0; i < resp->n_messages; i++) {
-            print_message(stdout, resp->messages[i], false);
+            print_chat_message(stdout, resp->messages[i], false);
             if (first == 0)
                 first = resp->messages[i]->message_id;
             last = resp->messages[i]->message_id;

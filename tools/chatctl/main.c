@@ -83,7 +83,7 @@ void ctl_usage(FILE *f, const char *prog)
             "                                     see a mismatch found\n"
             "\n"
             "Options (before or after the command):\n"
-            "  --as <user>          act as <user>: mint a 1 h token with $JWT_SECRET\n"
+            "  --as <user>          act as <user>: mint a 24 h token with $JWT_SECRET\n"
             "  --token <jwt>        use this bearer token instead\n"
             "  --chats host:port    svc-chats address (default $CHATS_ADDR, else %2$s)\n"
             "  --messaging host:port\n"

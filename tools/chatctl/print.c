@@ -45,7 +45,7 @@ void print_text(FILE *f, const char *s)
     }
 }
 
-void print_message(FILE *f, const Chat__V1__Message *m, bool with_chat)
+void print_chat_message(FILE *f, const Chat__V1__Message *m, bool with_chat)
 {
     char when[32];
     fprintf(f, "%" PRIu64, m->message_id);

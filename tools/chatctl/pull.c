@@ -65,7 +65,7 @@ int cmd_pull(ctl *c, int argc, char **argv)
         }
         const Chat__V1__PullMessagesResponse *resp = (const Chat__V1__PullMessagesResponse *)r.resp;
         for (size_t i = 0; i < resp->n_messages; i++)
-            print_message(stdout, resp->messages[i], true);
+            print_chat_message(stdout, resp->messages[i], true);
         total += resp->n_messages;
         pages++;
         size_t n_messages = resp->n_messages;

@@ -198,15 +198,15 @@ static void on_delivery(tail *t, const Chat__V1__DeliveryFrame *d)
     switch (d->event_case) {
     case CHAT__V1__DELIVERY_FRAME__EVENT_MESSAGE_POSTED:
         fputs("posted   ", stdout);
-        print_message(stdout, d->message_posted, true);
+        print_chat_message(stdout, d->message_posted, true);
         break;
     case CHAT__V1__DELIVERY_FRAME__EVENT_MESSAGE_EDITED:
         fputs("edited   ", stdout);
-        print_message(stdout, d->message_edited, true);
+        print_chat_message(stdout, d->message_edited, true);
         break;
     case CHAT__V1__DELIVERY_FRAME__EVENT_MESSAGE_DELETED:
         fputs("deleted  ", stdout);
-        print_message(stdout, d->message_deleted, true);
+        print_chat_message(stdout, d->message_deleted, true);
         break;
     case CHAT__V1__DELIVERY_FRAME__EVENT_CHAT_CREATED:
         fputs("created  ", stdout);
