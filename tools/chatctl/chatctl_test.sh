@@ -238,4 +238,13 @@ pass "verify --skip: MISMATCH, exit 3, exactly one bucket differs"
     grep -q "removed 1 from chat $chat: dave  (3 members now)" || fail "remove-members"
 pass "add-members / remove-members"
 
+# More lines than max_inflight_sends (64), from a regular file (not pollable): all go, none is
+# REJECTED for exceeding the in-flight limit.
+seq 1 100 | sed 's/^/file line /' >"$out/lines.txt"
+"$CTL" --as alice tail --device alice-laptop --send "$chat" --for 6s <"$out/lines.txt" \
+    >"$out/tail_file" 2>&1
+n_ok=$(grep -c "^sent     OK message_id=" "$out/tail_file" || true)
+[[ $n_ok == 100 ]] || fail "tail --send from a file: $n_ok of 100 OK: $(tail -5 "$out/tail_file")"
+pass "tail --send < file: 100 lines, paced under the in-flight limit, all OK"
+
 echo "all chatctl checks passed"

@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,7 +72,8 @@ typedef struct tail {
     int64_t run_ms; /* --for, 0 = until a signal */
     /* --send mode */
     uint64_t send_chat;     /* chat for lines from stdin; 0 = no send mode */
-    struct event *stdin_ev; /* readable stdin, while reading */
+    struct event *stdin_ev; /* readable stdin (or a timer, for a file), while reading */
+    bool stdin_is_file;     /* stdin is a regular file: read from a zero-delay timer */
     bool stdin_eof;         /* stdin ended */
     uint32_t max_inflight;  /* WelcomeFrame.max_inflight_sends */
     uint32_t inflight;      /* SendFrames without a result yet */
@@ -82,6 +84,7 @@ typedef struct tail {
 } tail;
 
 static void stdin_update(tail *t);
+static void drain_lines(tail *t);
 static void request_stop(tail *t, const char *why);
 
 static void timer_ms(struct event *ev, int64_t ms)
@@ -293,6 +296,7 @@ static void on_send_result(tail *t, const Chat__V1__SendResultFrame *r)
         }
     }
     fputc('\n', stdout);
+    drain_lines(t);
     stdin_update(t);
 }
 
@@ -393,12 +397,11 @@ static void on_close(rpc_ccall *call, const rpc_status *st, void *user_data)
     t->exit_code = CTL_EXIT_FAIL;
 }
 
-/* ---- stdin (--send) ----------------------------------------------------------------------------
- */
+/* ---- stdin (--send) ----------------------------------------------------------------------- */
 
 static void send_line(tail *t, char *s, size_t len)
 {
-    while (len > 0 && (s[len - 1] == '\r' || s[len - 1] == '\n'))
+    while (len > 0 && s[len - 1] == '\r')
         len--;
     s[len] = '\0';
     if (len == 0)
@@ -417,54 +420,77 @@ static void send_line(tail *t, char *s, size_t len)
     t->sent++;
 }
 
-static void stdin_cb(evutil_socket_t fd, short what, void *arg)
+/* Sends the complete lines buffered from stdin while fewer than max_inflight_sends wait for
+ * their result (more would be REJECTED with RESOURCE_EXHAUSTED); the rest wait for results.
+ * After EOF, a last line without a newline goes too. */
+static void drain_lines(tail *t)
 {
-    (void)what;
-    tail *t = arg;
-    /* One read per readiness: never blocks, and leaves the loop to the stream. */
-    ssize_t n = read(fd, t->line + t->line_len, sizeof t->line - 1 - t->line_len);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    if (t->state != TAIL_OPEN)
         return;
-    if (n <= 0) {
-        if (t->line_len > 0 && !t->line_overflow)
-            send_line(t, t->line, t->line_len);
-        t->line_len = 0;
-        t->stdin_eof = true;
-        stdin_update(t);
-        return;
-    }
-    t->line_len += (size_t)n;
     size_t start = 0;
-    for (size_t i = 0; i < t->line_len; i++) {
-        if (t->line[i] != '\n')
-            continue;
+    while (t->inflight < t->max_inflight && start < t->line_len) {
+        char *nl = memchr(t->line + start, '\n', t->line_len - start);
+        if (nl == NULL) {
+            if (!t->stdin_eof)
+                break;
+            if (!t->line_overflow)
+                send_line(t, t->line + start, t->line_len - start);
+            start = t->line_len;
+            break;
+        }
+        size_t end = (size_t)(nl - t->line);
         if (t->line_overflow)
-            t->line_overflow = false; /* the end of the line being discarded */
+            t->line_overflow = false; /* the end of a line being discarded */
         else
-            send_line(t, t->line + start, i - start);
-        start = i + 1;
+            send_line(t, t->line + start, end - start);
+        start = end + 1;
     }
     memmove(t->line, t->line + start, t->line_len - start);
     t->line_len -= start;
-    if (t->line_len == sizeof t->line - 1) {
-        fprintf(stderr, "(line longer than %d bytes not sent)\n", TAIL_LINE_MAX - 1);
-        t->line_overflow = true;
-        t->line_len = 0;
+}
+
+static void stdin_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; /* -1 for the timer of a regular file */
+    (void)what;
+    tail *t = arg;
+    /* One read per readiness: never blocks, and leaves the loop to the stream. */
+    ssize_t n = read(STDIN_FILENO, t->line + t->line_len, sizeof t->line - 1 - t->line_len);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        t->stdin_eof = true;
+    } else {
+        t->line_len += (size_t)n;
+        if (t->line_len == sizeof t->line - 1 && memchr(t->line, '\n', t->line_len) == NULL) {
+            fprintf(stderr, "(a line longer than %d bytes was not sent)\n", TAIL_LINE_MAX - 1);
+            t->line_overflow = true;
+            t->line_len = 0;
+        }
     }
+    drain_lines(t);
     stdin_update(t);
 }
 
-/* Reads stdin only in send mode, while the session is open and below the in-flight limit. */
+/* Reads stdin only in send mode, while the session is open, no complete line waits in the
+ * buffer and fewer than max_inflight_sends are outstanding. A regular file (`< lines.txt`)
+ * cannot be polled (epoll refuses it) and never blocks: it is read from a zero-delay timer,
+ * one read per loop turn. */
 static void stdin_update(tail *t)
 {
     if (t->stdin_ev == NULL)
         return;
-    bool want = t->state == TAIL_OPEN && !t->stdin_eof && t->inflight < t->max_inflight;
-    bool reading = event_pending(t->stdin_ev, EV_READ, NULL);
-    if (want && !reading)
-        event_add(t->stdin_ev, NULL);
-    else if (!want && reading)
+    bool want = t->state == TAIL_OPEN && !t->stdin_eof && t->inflight < t->max_inflight &&
+                memchr(t->line, '\n', t->line_len) == NULL && t->line_len < sizeof t->line - 1;
+    bool reading = event_pending(t->stdin_ev, EV_READ | EV_TIMEOUT, NULL);
+    if (want && !reading) {
+        if (t->stdin_is_file)
+            timer_ms(t->stdin_ev, 0);
+        else
+            event_add(t->stdin_ev, NULL);
+    } else if (!want && reading) {
         event_del(t->stdin_ev);
+    }
 }
 
 /* ---- stopping ---------------------------------------------------------------------------------
@@ -553,8 +579,14 @@ int cmd_tail(ctl *c, int argc, char **argv)
     t->stop_ev = evtimer_new(base, for_cb, t);
     t->sigint_ev = evsignal_new(base, SIGINT, signal_cb, t);
     t->sigterm_ev = evsignal_new(base, SIGTERM, signal_cb, t);
-    if (t->send_chat != 0)
-        t->stdin_ev = event_new(base, STDIN_FILENO, EV_READ | EV_PERSIST, stdin_cb, t);
+    if (t->send_chat != 0) {
+        struct stat st;
+        t->stdin_is_file = fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode);
+        if (t->stdin_is_file)
+            t->stdin_ev = evtimer_new(base, stdin_cb, t);
+        else
+            t->stdin_ev = event_new(base, STDIN_FILENO, EV_READ | EV_PERSIST, stdin_cb, t);
+    }
     if (!t->ack_ev || !t->ping_ev || !t->stop_ev || !t->sigint_ev || !t->sigterm_ev ||
         (t->send_chat != 0 && !t->stdin_ev)) {
         ctl_errorf(c, "tail: cannot set up the event loop (is stdin open?)");
