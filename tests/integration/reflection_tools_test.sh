@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Health and reflection as third-party tools see them: grpcurl and `buf curl`
-# (both pinned by tools/install-tools.sh) against svc-chats and against the
+# (both pinned by tools/install-tools.sh) against svc-sync (the one service that needs no backing servers yet) and against the
 # interop server, each started here on a free loopback port and stopped on
 # exit. Every step asserts on the tool's output and exit status; the first
 # failing step ends the test with a message naming it and the server logs.
 #
 #   BUILD_DIR=build SOURCE_DIR=. bash tests/integration/reflection_tools_test.sh
 #
-# Finally svc-chats gets SIGTERM and must exit 0 having logged its stop line.
+# Finally svc-sync gets SIGTERM and must exit 0 having logged its stop line.
 set -euo pipefail
 
 SOURCE_DIR=${SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD_DIR=${BUILD_DIR:-$SOURCE_DIR/build}
-SVC=$BUILD_DIR/svc-chats/svc-chats
+SVC=$BUILD_DIR/svc-sync/svc-sync
 INTEROP=$BUILD_DIR/tests/interop/interop_server
 
 me=reflection_tools_test
@@ -111,14 +111,14 @@ has_line() {
 $out"
 }
 
-start_server svc-chats "$SVC"
+start_server svc-sync "$SVC"
 svc_pid=$started_pid svc_log=$started_log
 svc=127.0.0.1:$started_port
 start_server interop_server "$INTEROP"
 interop_pid=$started_pid interop_log=$started_log
 interop=127.0.0.1:$started_port
 
-# --- grpcurl against svc-chats ------------------------------------------------------------------
+# --- grpcurl against svc-sync ------------------------------------------------------------------
 run "grpcurl list" 0 "$GRPCURL" -plaintext "$svc" list
 for s in grpc.health.v1.Health grpc.reflection.v1.ServerReflection \
     grpc.reflection.v1alpha.ServerReflection; do
@@ -144,7 +144,7 @@ run "grpcurl Health/Check unknown service" 69 "$GRPCURL" -plaintext -d '{"servic
 has "grpcurl Health/Check unknown service" "Code: NotFound"
 ok "grpcurl grpc.health.v1.Health/Check of an unknown service: NotFound"
 
-# --- buf curl against svc-chats -----------------------------------------------------------------
+# --- buf curl against svc-sync -----------------------------------------------------------------
 bufcurl=("$BUF" curl --protocol grpc --http2-prior-knowledge)
 run "buf curl --list-services" 0 "${bufcurl[@]}" --list-services "http://$svc"
 for s in grpc.health.v1.Health grpc.reflection.v1.ServerReflection \
@@ -228,7 +228,7 @@ stop_server() {
     ok "$name: SIGTERM -> exit 0, logged '$(grep -E "$name: .*stopped" "$log" | tail -n 1 |
         sed 's/^[^ ]* [A-Z]* //')'"
 }
-stop_server svc-chats "$svc_pid" "$svc_log"
+stop_server svc-sync "$svc_pid" "$svc_log"
 stop_server interop_server "$interop_pid" "$interop_log"
 
 echo "$me: all steps passed"
