@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chat/v1/messaging.rpc-c.h"
+#include "dqueue.h"
 #include "log.h"
 #include "mem.h"
 #include "sendpath.h"
@@ -18,14 +19,6 @@ typedef enum sess_state {
     SESS_OPEN = 1,
     SESS_CLOSED = 2,
 } sess_state;
-
-typedef struct dq_item {
-    uint64_t seq;     /* session_seq */
-    dl_event *ev;     /* one reference */
-    int64_t sent_at;  /* monotonic ms of the last write, 0 = not written */
-    uint32_t resends; /* writes after the first */
-    bool due;         /* to be written again */
-} dq_item;
 
 typedef enum ctl_kind {
     CTL_WELCOME = 1,
@@ -58,15 +51,7 @@ struct session {
     int64_t last_rx_ms;   /* monotonic */
     session *next_of_user, *prev_of_user;
     bool indexed; /* in w->users and the device registry */
-    /* delivery ring */
-    dq_item *q;
-    uint32_t q_alloc;  /* allocated slots (power of two, <= queue_size rounded up) */
-    uint32_t head;     /* index of the oldest */
-    uint32_t count;    /* frames held */
-    uint32_t written;  /* the first |written| frames have been written at least once */
-    uint64_t last_seq; /* highest session_seq assigned */
-    uint64_t acked;    /* highest cumulative ack */
-    bool resend_due;
+    dqueue dq;    /* delivery frames, each holding one dl_event reference */
     /* control frames */
     ctl_item *ctl_head, *ctl_tail;
     uint32_t n_pongs;        /* pongs queued */
@@ -133,13 +118,14 @@ static void index_remove(session *s)
 
 /* --- closing --------------------------------------------------------------------------------- */
 
+static void release_ev(void *ev)
+{
+    dl_event_unref(ev);
+}
+
 static void release_queues(session *s)
 {
-    for (uint32_t i = 0; i < s->count; i++)
-        dl_event_unref(s->q[(s->head + i) & (s->q_alloc - 1)].ev);
-    free(s->q);
-    s->q = NULL;
-    s->count = s->written = 0;
+    dqueue_clear(&s->dq, release_ev);
     ctl_item *c = s->ctl_head;
     while (c) {
         ctl_item *next = c->next;
@@ -187,16 +173,11 @@ static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *data)
 
 /* --- writing --------------------------------------------------------------------------------- */
 
-static dq_item *q_at(session *s, uint32_t i)
-{
-    return &s->q[(s->head + i) & (s->q_alloc - 1)];
-}
-
 static int send_delivery(session *s, dq_item *it)
 {
     Chat__V1__DeliveryFrame f = CHAT__V1__DELIVERY_FRAME__INIT;
     f.session_seq = it->seq;
-    dl_event_fill_frame(it->ev, &f);
+    dl_event_fill_frame((dl_event *)it->ev, &f);
     Chat__V1__ConnectResponse resp = CHAT__V1__CONNECT_RESPONSE__INIT;
     resp.frame_case = CHAT__V1__CONNECT_RESPONSE__FRAME_DELIVERY;
     resp.delivery = &f;
@@ -241,7 +222,7 @@ static int send_ctl(session *s, ctl_item *c)
         pf.nonce = c->nonce;
         pf.sent_at_ms = snowflake_wall_ms();
         /* Everything below the first frame not yet written was written or dropped. */
-        pf.last_session_seq = s->written < s->count ? q_at(s, s->written)->seq - 1 : s->last_seq;
+        pf.last_session_seq = dqueue_last_written_seq(&s->dq);
         resp.frame_case = CHAT__V1__CONNECT_RESPONSE__FRAME_PONG;
         resp.pong = &pf;
         break;
@@ -284,37 +265,27 @@ static void pump(session *s)
         }
         if (s->state != SESS_OPEN)
             break;
-        if (s->resend_due) {
-            dq_item *it = NULL;
-            for (uint32_t i = 0; i < s->written; i++)
-                if (q_at(s, i)->due) {
-                    it = q_at(s, i);
-                    break;
-                }
-            if (it == NULL) {
-                s->resend_due = false;
+        if (s->dq.resend_due) {
+            dq_item *it = dqueue_next_due(&s->dq);
+            if (it == NULL)
                 continue;
-            }
             rv = send_delivery(s, it);
             if (rv == RPC_ERR_WOULDBLOCK)
                 break;
             if (rv != 0)
                 goto closed;
-            it->due = false;
-            it->sent_at = now;
-            it->resends++;
+            dqueue_mark_resent(it, now);
             metrics_counter_inc(stats.resends);
             continue;
         }
-        if (s->written < s->count) {
-            dq_item *it = q_at(s, s->written);
+        dq_item *it = dqueue_next_new(&s->dq);
+        if (it != NULL) {
             rv = send_delivery(s, it);
             if (rv == RPC_ERR_WOULDBLOCK)
                 break;
             if (rv != 0)
                 goto closed;
-            it->sent_at = now;
-            s->written++;
+            dqueue_mark_written(&s->dq, now);
             continue;
         }
         break;
@@ -366,23 +337,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         session_close(s, RPC_STATUS_DEADLINE_EXCEEDED, "no frame from the client for 3 pings");
         return;
     }
-    for (uint32_t i = 0; i < s->written; i++) {
-        dq_item *it = q_at(s, i);
-        if (it->due || now - it->sent_at < cfg->ack_timeout_ms)
-            continue;
-        if (it->resends >= cfg->max_resends) {
-            metrics_counter_inc(stats.sessions_stuck);
-            char msg[128];
-            snprintf(msg, sizeof(msg),
-                     "session stuck: session_seq %" PRIu64 " unacknowledged after %u resends",
-                     it->seq, it->resends);
-            session_close(s, RPC_STATUS_RESOURCE_EXHAUSTED, msg);
-            return;
-        }
-        it->due = true;
-        s->resend_due = true;
+    dq_item *stuck = dqueue_check_timeouts(&s->dq, now, cfg->ack_timeout_ms, cfg->max_resends);
+    if (stuck != NULL) {
+        metrics_counter_inc(stats.sessions_stuck);
+        char msg[128];
+        snprintf(msg, sizeof(msg),
+                 "session stuck: session_seq %" PRIu64 " unacknowledged after %u resends",
+                 stuck->seq, stuck->resends);
+        session_close(s, RPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return;
     }
-    if (s->resend_due)
+    if (s->dq.resend_due)
         pump(s);
 }
 
@@ -392,6 +357,7 @@ session *session_new(msg_worker *w, rpc_call *call, const auth_identity *id)
 {
     session *s = mem_calloc(1, sizeof(*s));
     s->refs = 1;
+    dqueue_init(&s->dq, w->svc->cfg.queue_size);
     s->w = w;
     s->call = call;
     rpc_call_ref(call);
@@ -494,22 +460,11 @@ static void on_send(session *s, const Chat__V1__SendFrame *f)
 
 static void on_ack(session *s, uint64_t seq)
 {
-    if (seq > s->last_seq) {
+    if (dqueue_ack(&s->dq, seq, release_ev) != 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "ack %" PRIu64 " is above the last session_seq %" PRIu64, seq,
-                 s->last_seq);
+                 s->dq.last_seq);
         session_close(s, RPC_STATUS_INVALID_ARGUMENT, msg);
-        return;
-    }
-    if (seq <= s->acked)
-        return;
-    s->acked = seq;
-    while (s->count > 0 && q_at(s, 0)->seq <= seq) {
-        dl_event_unref(q_at(s, 0)->ev);
-        s->head = (s->head + 1) & (s->q_alloc - 1);
-        s->count--;
-        if (s->written > 0)
-            s->written--;
     }
 }
 
@@ -566,25 +521,12 @@ void session_deliver(session *s, dl_event *e)
 {
     if (s->state != SESS_OPEN)
         return;
-    uint64_t seq = ++s->last_seq;
-    uint32_t cap = s->w->svc->cfg.queue_size;
-    if (s->count >= cap) {
+    uint64_t seq;
+    if (!dqueue_push(&s->dq, e, &seq)) {
         metrics_counter_inc(stats.delivery_drops);
         return; /* the number is used: the device sees the gap */
     }
-    if (s->count == s->q_alloc) {
-        uint32_t n = s->q_alloc ? s->q_alloc * 2 : 8;
-        dq_item *q = mem_alloc(n * sizeof(*q));
-        for (uint32_t i = 0; i < s->count; i++)
-            q[i] = *q_at(s, i);
-        free(s->q);
-        s->q = q;
-        s->q_alloc = n;
-        s->head = 0;
-    }
     atomic_fetch_add(&e->refs, 1);
-    *q_at(s, s->count) = (dq_item){.seq = seq, .ev = e};
-    s->count++;
     metrics_counter_inc(stats.deliveries);
     pump(s);
 }
