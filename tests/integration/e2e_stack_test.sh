@@ -6,7 +6,8 @@
 # with the environment of `tools/stack.sh env`) land in svc-chats' history exactly once; then
 # `tools/stack.sh down` stops every process it started.
 #
-# Needs BUILD_DIR and SOURCE_DIR (CTest sets them); `up` builds BUILD_DIR (a no-op when current).
+# Needs BUILD_DIR and SOURCE_DIR (CTest sets them). `up` runs with --no-build: the binaries are
+# the ones CTest built, and a test must not rebuild a build dir other tests are running from.
 set -euo pipefail
 
 SOURCE_DIR=${SOURCE_DIR:?SOURCE_DIR must be set}
@@ -55,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 
 out=$STATE_DIR/up.out
-"$STACK" up >"$out" 2>&1 || {
+"$STACK" up --no-build >"$out" 2>&1 || {
     tail -n 40 "$out" >&2
     fail "tools/stack.sh up failed"
 }

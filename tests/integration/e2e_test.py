@@ -395,6 +395,8 @@ class E2E(unittest.TestCase):
         # The device sees the gap after seq 4 and asks svc-chats for what follows.
         have = {d.message_posted.message_id: d.message_posted for d in frames}
         gap_after = frames[3].message_posted.message_id
+        # svc-chats materializes the log on its own schedule: wait until it holds the newest.
+        W.wait_history("vic", chat, lambda ms: sent[-1] in ids(ms))
         r = W.chats_stub.GetHistory(e.cpb.GetHistoryRequest(
             chat_id=chat, anchor_message_id=gap_after, direction=e.cpb.HISTORY_DIRECTION_FORWARD,
             page_size=50), metadata=e.md("vic"), timeout=10)
