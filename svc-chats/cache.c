@@ -172,9 +172,9 @@ int cache_apply(redis_client *rc, const Chat__V1__Message *m, redis_reply_cb cb,
         k[0], k[1], k[2], k[3], id, upd, ver, m->deleted ? "1" : "0", m->body, (const char *)pb,
         win,  ttl};
     size_t lens[12];
+    /* argv[9] is packed protobuf: binary, not NUL-terminated. */
     for (int i = 0; i < 12; i++)
-        lens[i] = strlen(argv[i]);
-    lens[9] = plen;
+        lens[i] = i == 9 ? plen : strlen(argv[i]);
     int rv = redis_client_eval(rc, apply_script, 4, 12, argv, lens, cb ? cb : count_error, ud);
     free(pb);
     if (rv != 0)
