@@ -481,14 +481,6 @@ int delivery_start(delivery **out, msg_service *svc)
         log_error("kafka subscribe %s: %s", d->topic_re, kafka_strerror(rv));
         goto fail;
     }
-    if (cfg->metrics_port != 0) {
-        rv = metrics_http_new(&d->http, d->base, stats.reg, cfg->metrics_host, cfg->metrics_port);
-        if (rv != 0) {
-            log_error("metrics on %s:%u: %s", cfg->metrics_host, cfg->metrics_port,
-                      metrics_strerror(rv));
-            goto fail;
-        }
-    }
     log_info("delivery: consuming %s as group %s; chats-addr=%s", d->topic_re, d->group_id,
              cfg->chats_addr ? cfg->chats_addr : "(none: membership from the log only)");
     if (pthread_create(&d->thread, NULL, thread_main, d) != 0) {
