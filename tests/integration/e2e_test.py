@@ -37,7 +37,6 @@ if __name__ == "__main__":
 
 # pylint: disable=wrong-import-position
 import socket  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
 
@@ -155,6 +154,9 @@ class E2E(unittest.TestCase):
             self.assertNotIn(mid, sent)
             sent[mid] = (user, c, body)
             order.append(mid)
+            # Ids of two instances taken in one millisecond order by instance number, not by
+            # time: the next send starts in a later millisecond.
+            time.sleep(0.002)
         self.assertEqual(order, sorted(order), "sequential sends got ids out of order")
         # Concurrent: every user sends 5 at once over Connect.
         burst = []
