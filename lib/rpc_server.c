@@ -277,6 +277,12 @@ void rpc__metrics_record(rpc_server *srv, const rpc__method *m, int code, int64_
     metrics_histogram_observe(h, (double)elapsed_ms / 1000.0);
 }
 
+void rpc_server_set_drain_hook(rpc_server *srv, rpc_worker_drain_cb drain, void *user_data)
+{
+    srv->worker_drain = drain;
+    srv->drain_hook_data = user_data;
+}
+
 void rpc_server_set_main_hook(rpc_server *srv, rpc_main_start_cb start, void *user_data)
 {
     srv->main_start = start;
@@ -424,6 +430,8 @@ static void on_worker_notify(evutil_socket_t fd, short what, void *arg)
             w->listen_fd = -1;
         }
         rpc__health_end_watchers(w);
+        if (w->srv->worker_drain)
+            w->srv->worker_drain(w->srv, w->index, w->worker_data, w->srv->drain_hook_data);
         rpc__conns_drain(w);
     }
     if ((bits & RPC__NOTIFY_STOP) && !w->stopping) {

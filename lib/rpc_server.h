@@ -103,6 +103,14 @@ typedef void (*rpc_worker_stop_cb)(rpc_server *srv, int worker, void *worker_dat
 void rpc_server_set_worker_hooks(rpc_server *srv, rpc_worker_start_cb start,
                                  rpc_worker_stop_cb stop, void *user_data);
 
+/* Called on each worker thread, on its loop, when graceful shutdown begins (health is already
+ * NOT_SERVING, GOAWAY about to go out): the place to end long-lived streams with UNAVAILABLE so
+ * clients move elsewhere at once instead of at the drain deadline. |worker_data| is what
+ * on_worker_start returned. */
+typedef void (*rpc_worker_drain_cb)(rpc_server *srv, int worker, void *worker_data,
+                                    void *user_data);
+void rpc_server_set_drain_hook(rpc_server *srv, rpc_worker_drain_cb drain, void *user_data);
+
 /* Called on the main thread from rpc_server_run() once the main loop exists and the workers
  * are serving, e.g. to start a metrics HTTP server on |base|. */
 typedef void (*rpc_main_start_cb)(rpc_server *srv, struct event_base *base, void *user_data);

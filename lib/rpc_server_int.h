@@ -102,7 +102,9 @@ struct rpc_server {
     struct metrics_registry *metrics; /* optional, rpc_server_set_metrics */
     atomic_long n_conns;              /* open connections, all workers */
     atomic_long n_calls;              /* calls in flight, all workers */
-    rpc_main_start_cb main_start;     /* main-loop hook */
+    rpc_worker_drain_cb worker_drain; /* drain hook */
+    void *drain_hook_data;
+    rpc_main_start_cb main_start; /* main-loop hook */
     void *main_hook_data;
 };
 
