@@ -34,6 +34,7 @@ static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
     if (rv != 0)
         return rv;
     rpc_server_set_worker_hooks(srv, worker_start, worker_stop, &svc);
+    rpc_server_set_drain_hook(srv, worker_drain, &svc);
     log_info("presence: redis=%s db=%d workers=%d watch-resync-timeout=%ums", svc.cfg.redis_url,
              svc.cfg.db, svc.cfg.workers, svc.cfg.watch.resync_timeout_ms);
     return 0;

@@ -69,6 +69,7 @@ struct watch_hub {
     bool syncing;        /* store_ensure_notify in flight */
     bool flush_inflight; /* a batch read is in flight */
     bool closing;        /* watch_hub_free running */
+    bool draining;       /* graceful shutdown began: no new streams */
     uint64_t gen;        /* bumped by every resync */
     char **reaps;        /* unwatched users whose devices expired (owned) */
     size_t n_reaps;
@@ -535,6 +536,10 @@ static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *call_data)
 void watch_start(watch_hub *h, rpc_call *call, char *const *ids, const size_t *order, size_t n,
                  int64_t token_expires_at_s)
 {
+    if (h->draining) {
+        rpc_call_finish(call, RPC_STATUS_UNAVAILABLE, "server shutting down; watch again");
+        return;
+    }
     if (h->n_watchers >= h->cfg.max_watchers) {
         rpc_call_finishf(call, RPC_STATUS_RESOURCE_EXHAUSTED,
                          "too many presence watch streams on this server (limit %u per worker)",
@@ -627,6 +632,17 @@ int watch_hub_new(watch_hub **out, struct event_base *base, const store *st, red
     event_add(h->tick_ev, &tv);
     *out = h;
     return 0;
+}
+
+void watch_hub_drain(watch_hub *h)
+{
+    if (h == NULL || h->draining)
+        return;
+    h->draining = true;
+    if (h->n_watchers > 0)
+        log_info("presence watch[%d]: draining: ending %zu streams with UNAVAILABLE", h->cfg.worker,
+                 h->n_watchers);
+    end_all(h, RPC_STATUS_UNAVAILABLE, "server shutting down; watch again");
 }
 
 void watch_hub_free(watch_hub *h)

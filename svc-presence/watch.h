@@ -73,6 +73,11 @@ int watch_hub_new(watch_hub **out, struct event_base *base, const store *st, red
                   const redis_config *rcfg, int db, const watch_config *cfg,
                   const presence_stats *stats);
 
+/* Graceful shutdown began (rpc_server drain hook): ends every stream with UNAVAILABLE now, so
+ * clients watch again on another instance instead of waiting for the drain deadline, and
+ * refuses new ones with UNAVAILABLE. Idempotent. */
+void watch_hub_drain(watch_hub *h);
+
 /* Ends every stream still open with UNAVAILABLE and frees the hub. A read still in flight on
  * the hub's redis_client keeps the memory until its callback runs (at the latest when the
  * client is freed); nothing else is touched after this returns. */

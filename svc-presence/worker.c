@@ -52,3 +52,13 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
     tokens_free(w->tokens);
     free(w);
 }
+
+void worker_drain(rpc_server *srv, int index, void *worker_data, void *user_data)
+{
+    (void)srv;
+    (void)index;
+    (void)user_data;
+    presence_worker *w = worker_data;
+    if (w != NULL)
+        watch_hub_drain(w->hub);
+}

@@ -39,5 +39,7 @@ typedef struct presence_worker {
  * presence_worker (NULL if the Redis URL is unusable: requests then get UNAVAILABLE). */
 void *worker_start(rpc_server *srv, int index, struct event_base *base, void *user_data);
 void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data);
+/* rpc_server drain hook: ends this worker's watch streams with UNAVAILABLE (watch.h). */
+void worker_drain(rpc_server *srv, int index, void *worker_data, void *user_data);
 
 #endif /* PRESENCE_WORKER_H */

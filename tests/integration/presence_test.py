@@ -17,7 +17,8 @@ into a temp dir, mints HS256 tokens by hand (hmac), and checks:
   - CountOnline from a seeded chat:<id>:members set; NOT_FOUND, PERMISSION_DENIED;
   - bad input: each gets its exact status (INVALID_ARGUMENT, PERMISSION_DENIED,
     UNAUTHENTICATED), and a watch stream ends UNAUTHENTICATED when its token expires;
-  - the service logs that it enabled keyspace notifications, and exits 0 on SIGTERM.
+  - the service logs that it enabled keyspace notifications, and exits 0 on SIGTERM;
+  - SIGTERM during a watch ends the stream with UNAVAILABLE at once (drain hook), exit 0.
 
     BUILD_DIR=build python3 tests/integration/presence_test.py [-v] [unittest args]
 
@@ -740,6 +741,29 @@ class TzShutdown(unittest.TestCase):
         self.assertIn("notify-keyspace-events", log)
         self.assertEqual(A.stop(), 0)
         self.assertEqual(B.stop(), 0)
+
+    def test_3_sigterm_ends_watch_at_once(self):
+        # The drain hook ends watch streams with UNAVAILABLE when SIGTERM arrives, long before
+        # the drain deadline (10 s by default), and the process still exits 0.
+        c = Presence(TMP, "presence-c", REDIS.port)
+        try:
+            hb_retry(c.stub, "term-ivy", "p", ttl_ms=60000)
+            w = Watch(c.stub, "watcher", ["term-ivy"])
+            _, snap = w.next()
+            self.assertTrue(state(snap, "term-ivy").online)
+            t0 = time.time()
+            c.proc.send_signal(signal.SIGTERM)
+            t, status = w.next(timeout=5.0)
+            self.assertEqual(status, grpc.StatusCode.UNAVAILABLE)
+            self.assertLess(t - t0, 2.0, "watch not ended promptly on SIGTERM")
+            print("  watch ended UNAVAILABLE %.3f s after SIGTERM" % (t - t0), file=sys.stderr)
+            self.assertEqual(c.proc.wait(20), 0)
+            self.assertIn("draining", c.read_log())
+        finally:
+            c.channel.close()
+            if c.proc.poll() is None:
+                c.proc.kill()
+            c.log.close()
 
 
 if __name__ == "__main__":
