@@ -10,6 +10,7 @@
 #include "dqueue.h"
 #include "log.h"
 #include "mem.h"
+#include "presence.h"
 #include "sendpath.h"
 #include "snowflake.h"
 #include "stats.h"
@@ -58,6 +59,7 @@ struct session {
     uint32_t inflight_sends; /* sends whose result is not written yet */
     struct event *tick;
     bool pumping;
+    presence_dev *pres; /* from Hello to the end (presence.h) */
 };
 
 static void session_unref(session *s)
@@ -146,6 +148,8 @@ static void session_end(session *s)
     if (s->tick)
         event_del(s->tick);
     index_remove(s);
+    presence_close(s->pres); /* after index_remove: offline unless a newer stream holds it */
+    s->pres = NULL;
     release_queues(s);
     session_unref(s); /* the stream's reference */
 }
@@ -288,6 +292,10 @@ static void pump(session *s)
             dqueue_mark_written(&s->dq, now);
             continue;
         }
+        /* Partner presence last: best effort, the newest state of each partner. */
+        rv = presence_write(s->pres, s->call);
+        if (rv != 0 && rv != RPC_ERR_WOULDBLOCK)
+            goto closed;
         break;
     }
     s->pumping = false;
@@ -295,6 +303,11 @@ static void pump(session *s)
 closed:
     s->pumping = false;
     session_close(s, RPC_STATUS_INTERNAL, "cannot write to the stream");
+}
+
+static void on_presence_ready(void *data)
+{
+    pump(data);
 }
 
 static void on_writable(rpc_call *call, void *data)
@@ -411,6 +424,8 @@ static void on_hello(session *s, const Chat__V1__Hello *h)
     c->kind = CTL_WELCOME;
     ctl_push(s, c);
     index_add(s); /* may kick an older stream of this device */
+    s->pres = presence_open(s->w->presence, s->user, s->device, h->watch_partner_presence,
+                            rpc_call_metadata_get(s->call, "authorization"), on_presence_ready, s);
     pump(s);
 }
 

@@ -61,6 +61,10 @@ int settings_load(settings *s)
     s->linger_ms = get_u32("kafka-linger-ms", 0, 0, 10000);
     s->dedupe_ttl_s = get_u32("dedupe-ttl-s", 86400, 1, 30 * 86400);
     s->redis_timeout_ms = get_u32("redis-timeout-ms", 5000, 0, 600000);
+    s->presence_ttl_ms = get_u32("presence-ttl-ms", 30000, 5000, 120000);
+    s->presence_addr = conf_get_str("presence-addr", NULL);
+    if (s->presence_addr != NULL && s->presence_addr[0] == '\0')
+        s->presence_addr = NULL;
     s->metrics_host = conf_get_str("metrics-host", "0.0.0.0");
     s->metrics_port = (uint16_t)get_u32("metrics-port", 9102, 0, 65535);
     rpc_server_config rc;

@@ -28,6 +28,11 @@
  *                                                 reports ~100 ms slower with librdkafka 2.0.2)
  *   --dedupe-ttl-s N        [DEDUPE_TTL_S]        default 86400
  *   --redis-timeout-ms N    [REDIS_TIMEOUT_MS]    default 5000
+ *   --presence-ttl-ms N     [PRESENCE_TTL_MS]     Connect-ed devices are heartbeated with this
+ *                                                 TTL every ttl/3 (presence.h), default 30000
+ *                                                 (svc-presence's default), 5000..120000
+ *   --presence-addr H:P     [PRESENCE_ADDR]       svc-presence, for partner presence over
+ *                                                 Connect (with --chats-addr); unset: none
  *   --metrics-host H        [METRICS_HOST]        default 0.0.0.0
  *   --metrics-port N        [METRICS_PORT]        0 = off, default 9102
  */
@@ -63,6 +68,8 @@ typedef struct settings {
     uint32_t linger_ms;            /* Kafka linger */
     uint32_t dedupe_ttl_s;         /* Redis dedupe TTL */
     uint32_t redis_timeout_ms;     /* Redis command timeout */
+    uint32_t presence_ttl_ms;      /* heartbeat TTL of Connect-ed devices */
+    const char *presence_addr;     /* svc-presence or NULL */
     const char *metrics_host;      /* metrics listen address */
     uint16_t metrics_port;         /* 0 = off */
     int workers;                   /* as service_main reads it */

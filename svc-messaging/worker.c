@@ -8,6 +8,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "mem.h"
+#include "presence.h"
 #include "session.h"
 
 #define INBOX_BATCH 256 /* items handled per loop turn */
@@ -189,6 +190,12 @@ void *worker_start(rpc_server *srv, int index, struct event_base *base, void *us
         redis_client_free(w->redis);
         return NULL;
     }
+    if (presence_new(&w->presence, w) != 0) {
+        membership_loader_free(w->loader);
+        kafka_producer_free(w->producer);
+        redis_client_free(w->redis);
+        return NULL;
+    }
     w->inbox_ev = event_new(base, -1, EV_PERSIST, on_inbox, w);
     event_add(w->inbox_ev, NULL);
     pthread_mutex_lock(&w->inbox_lock);
@@ -217,6 +224,8 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
         w->stopping = true;
         session_close_all(w, RPC_STATUS_UNAVAILABLE, "server shutting down");
         /* Operations in flight fail as each piece goes (each step checks |stopping|). */
+        presence_free(w->presence);
+        w->presence = NULL;
         membership_loader_free(w->loader);
         redis_client_free(w->redis);
         kafka_producer_free(w->producer);
@@ -268,4 +277,15 @@ void worker_release_device(msg_worker *w, const char *user, const char *device, 
     if (o != NULL && o->worker == w->index && o->sid == sid)
         free(strtab_del(&svc->devices, key));
     pthread_mutex_unlock(&svc->devices_lock);
+}
+
+bool worker_device_claimed(msg_worker *w, const char *user, const char *device)
+{
+    msg_service *svc = w->svc;
+    char key[AUTH_USER_ID_MAX + MSG_MAX_DEVICE_ID + 2];
+    snprintf(key, sizeof(key), "%s %s", user, device);
+    pthread_mutex_lock(&svc->devices_lock);
+    bool claimed = strtab_get(&svc->devices, key) != NULL;
+    pthread_mutex_unlock(&svc->devices_lock);
+    return claimed;
 }

@@ -35,6 +35,7 @@
 typedef struct delivery delivery;
 typedef struct dl_event dl_event;
 typedef struct msg_worker msg_worker;
+typedef struct msg_presence msg_presence;
 
 typedef struct msg_service {
     settings cfg;                 /* configuration */
@@ -83,6 +84,7 @@ struct msg_worker {
     redis_client *redis;           /* dedupe */
     kafka_producer *producer;      /* chat.events */
     membership_loader *loader;     /* GetChat */
+    msg_presence *presence;        /* heartbeats of its devices, partner watches (presence.h) */
     strtab users;                  /* user id -> first session (list via session links) */
     atomic_uint n_sessions;        /* open sessions (read by the delivery thread) */
     uint32_t pending_sends;        /* sendpath operations in flight */
@@ -118,5 +120,8 @@ bool worker_has_room(msg_worker *w);
  * Any worker thread. */
 void worker_claim_device(msg_worker *w, const char *user, const char *device, uint64_t sid);
 void worker_release_device(msg_worker *w, const char *user, const char *device, uint64_t sid);
+
+/* True when some stream of (user, device) is registered on this instance (any worker). */
+bool worker_device_claimed(msg_worker *w, const char *user, const char *device);
 
 #endif /* MSG_WORKER_H */
