@@ -39,32 +39,42 @@
     "  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end\n"                                   \
     "end\n"
 
-/* KEYS: recent, msgs, floor, gen. ARGV: id, updated_at_ms, version, deleted (0|1), body,
- * serialized message, window, ttl. Returns -1 cold / below floor, 0 older, 1 applied. */
-static const char apply_lua[] =
-    LUA_LT LUA_TRIM "redis.call('INCR', KEYS[4])\n"
-                    "redis.call('EXPIRE', KEYS[4], ARGV[8])\n"
-                    "local floor = redis.call('GET', KEYS[3])\n"
-                    "if not floor then return -1 end\n"
-                    "local id = ARGV[1]\n"
-                    "if lt(id, floor) then return -1 end\n"
-                    "local cur = redis.call('HGET', KEYS[2], 'v:' .. id)\n"
-                    "if cur then\n"
-                    "  local u, v, d, b = string.match(cur, '^(%d+) (%d+) (%d) (.*)$')\n"
-                    "  local nu, nv = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-                    "  u, v = tonumber(u), tonumber(v)\n"
-                    "  if nu < u or (nu == u and nv < v) then return 0 end\n"
-                    "  if nu == u and nv == v then\n"
-                    "    if ARGV[4] < d then return 0 end\n"
-                    "    if ARGV[4] == d and not lt(b, ARGV[5]) then return 0 end\n"
-                    "  end\n"
-                    "end\n"
-                    "redis.call('HSET', KEYS[2], id, ARGV[6], 'v:' .. id,\n"
-                    "           ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5])\n"
-                    "redis.call('ZADD', KEYS[1], 0, id)\n"
-                    "trim(tonumber(ARGV[7]))\n"
-                    "touch(ARGV[8])\n"
-                    "return 1\n";
+/* KEYS: recent, msgs, floor, gen. ARGV: window, ttl, then per message (ascending ids, one
+ * chat): id, updated_at_ms, version, deleted (0|1), body, serialized message. One call per
+ * chat and batch: the generation moves once, the trim and TTL refresh run once. Returns -1
+ * cold, else the number of states applied (older ones and ids below the floor are skipped). */
+static const char apply_lua[] = LUA_LT LUA_TRIM
+    "redis.call('INCR', KEYS[4])\n"
+    "redis.call('EXPIRE', KEYS[4], ARGV[2])\n"
+    "local floor = redis.call('GET', KEYS[3])\n"
+    "if not floor then return -1 end\n"
+    "local function newer(i)\n"
+    "  local cur = redis.call('HGET', KEYS[2], 'v:' .. ARGV[i])\n"
+    "  if not cur then return true end\n"
+    "  local u, v, d, b = string.match(cur, '^(%d+) (%d+) (%d) (.*)$')\n"
+    "  local nu, nv = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])\n"
+    "  u, v = tonumber(u), tonumber(v)\n"
+    "  if nu ~= u then return nu > u end\n"
+    "  if nv ~= v then return nv > v end\n"
+    "  if ARGV[i + 3] ~= d then return ARGV[i + 3] > d end\n"
+    "  return lt(b, ARGV[i + 4])\n"
+    "end\n"
+    "local applied = 0\n"
+    "for i = 3, #ARGV, 6 do\n"
+    "  local id = ARGV[i]\n"
+    "  if not lt(id, floor) and newer(i) then\n"
+    "    redis.call('HSET', KEYS[2], id, ARGV[i + 5], 'v:' .. id,\n"
+    "               ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ' ' .. ARGV[i + 3] .. ' ' ..\n"
+    "               ARGV[i + 4])\n"
+    "    redis.call('ZADD', KEYS[1], 0, id)\n"
+    "    applied = applied + 1\n"
+    "  end\n"
+    "end\n"
+    "if applied > 0 then\n"
+    "  trim(tonumber(ARGV[1]))\n"
+    "  touch(ARGV[2])\n"
+    "end\n"
+    "return applied\n";
 
 /* KEYS: recent, msgs, floor, gen. ARGV: gen, window, ttl, floor, then per message: id, meta,
  * serialized. Returns 1 filled, 0 generation moved. */
@@ -151,34 +161,62 @@ static void count_error(redis_client *c, const redisReply *r, int status, void *
     }
 }
 
-int cache_apply(redis_client *rc, const Chat__V1__Message *m, redis_reply_cb cb, void *ud)
+int cache_apply(redis_client *rc, uint64_t chat_id, const Chat__V1__Message *const *msgs, size_t n,
+                redis_reply_cb cb, void *ud)
 {
-    if (cache_window <= 0)
+    if (cache_window <= 0 || n == 0)
         return 0;
-    char k[4][64], id[PAD_ID_LEN + 1], upd[24], ver[16], win[16], ttl[16];
-    key(k[0], sizeof(k[0]), m->chat_id, "recent");
-    key(k[1], sizeof(k[1]), m->chat_id, "recent:msgs");
-    key(k[2], sizeof(k[2]), m->chat_id, "recent:floor");
-    key(k[3], sizeof(k[3]), m->chat_id, "recent:gen");
-    pad(id, m->message_id);
-    snprintf(upd, sizeof(upd), "%" PRId64, m->updated_at_ms);
-    snprintf(ver, sizeof(ver), "%u", m->version);
+    /* Only the newest |window| ids can survive the trim: older ones would be dropped again. */
+    if (n > (size_t)cache_window) {
+        msgs += n - (size_t)cache_window;
+        n = (size_t)cache_window;
+    }
+    size_t argc = 6 + 6 * n;
+    const char **argv = mem_calloc(argc, sizeof(*argv));
+    size_t *lens = mem_calloc(argc, sizeof(*lens));
+    char *nums = mem_alloc(n * (PAD_ID_LEN + 1 + 24 + 16)); /* id, updated_at_ms, version */
+    uint8_t **packed = mem_calloc(n, sizeof(*packed));
+    char k[4][64], win[16], ttl[16];
+    key(k[0], sizeof(k[0]), chat_id, "recent");
+    key(k[1], sizeof(k[1]), chat_id, "recent:msgs");
+    key(k[2], sizeof(k[2]), chat_id, "recent:floor");
+    key(k[3], sizeof(k[3]), chat_id, "recent:gen");
     snprintf(win, sizeof(win), "%d", cache_window);
     snprintf(ttl, sizeof(ttl), "%d", cache_ttl);
-    size_t plen = chat__v1__message__get_packed_size(m);
-    uint8_t *pb = mem_alloc(plen ? plen : 1);
-    chat__v1__message__pack(m, pb);
-    const char *argv[12] = {
-        k[0], k[1], k[2], k[3], id, upd, ver, m->deleted ? "1" : "0", m->body, (const char *)pb,
-        win,  ttl};
-    size_t lens[12];
-    /* argv[9] is packed protobuf: binary, not NUL-terminated. */
-    for (int i = 0; i < 12; i++)
-        lens[i] = i == 9 ? plen : strlen(argv[i]);
-    int rv = redis_client_eval(rc, apply_script, 4, 12, argv, lens, cb ? cb : count_error, ud);
-    free(pb);
+    const char *fixed[6] = {k[0], k[1], k[2], k[3], win, ttl};
+    for (size_t i = 0; i < 6; i++) {
+        argv[i] = fixed[i];
+        lens[i] = strlen(fixed[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Chat__V1__Message *m = msgs[i];
+        size_t a = 6 + 6 * i;
+        char *id = nums + i * (PAD_ID_LEN + 1 + 24 + 16), *upd = id + PAD_ID_LEN + 1,
+             *ver = upd + 24;
+        pad(id, m->message_id);
+        snprintf(upd, 24, "%" PRId64, m->updated_at_ms);
+        snprintf(ver, 16, "%u", m->version);
+        size_t plen = chat__v1__message__get_packed_size(m);
+        packed[i] = mem_alloc(plen ? plen : 1);
+        chat__v1__message__pack(m, packed[i]);
+        const char *vals[6] = {
+            id, upd, ver, m->deleted ? "1" : "0", m->body, (const char *)packed[i]};
+        for (size_t f = 0; f < 6; f++) {
+            argv[a + f] = vals[f];
+            /* the last field is packed protobuf: binary, not NUL-terminated */
+            lens[a + f] = f == 5 ? plen : strlen(vals[f]);
+        }
+    }
+    int rv =
+        redis_client_eval(rc, apply_script, 4, (int)argc, argv, lens, cb ? cb : count_error, ud);
     if (rv != 0)
         metrics_counter_inc(stats.cache_errors);
+    for (size_t i = 0; i < n; i++)
+        free(packed[i]);
+    free(packed);
+    free(nums);
+    free(lens);
+    free(argv);
     return rv;
 }
 

@@ -15,10 +15,11 @@
  *                           CountOnline), written after the membership change committed
  *
  * Scripts (EVALSHA, EVAL on NOSCRIPT):
- *   apply: upsert one message state if newer by (updated_at_ms, version), ties broken as in
- *          events.proto (deleted wins, then the bytewise greater body); returns -1 when the
- *          cache is cold or the id is below the floor, 0 when older, 1 when applied. Trims to
- *          the window, raising the floor.
+ *   apply: upsert a chat's message states (one call per chat and materializer batch), each
+ *          if newer by (updated_at_ms, version), ties broken as in events.proto (deleted
+ *          wins, then the bytewise greater body); returns -1 when the cache is cold, else how
+ *          many states were applied (ids below the floor and older states are skipped).
+ *          Trims to the window once, raising the floor.
  *   fill:  replace the cache with a page read from PostgreSQL (unless gen moved).
  *   read:  the newest N messages if the caller is in the member set and the cache can answer
  *          exactly (whole chat cached, or more than N cached); otherwise a miss.
@@ -37,8 +38,12 @@
 int cache_init(int window, int ttl_s);
 void cache_shutdown(void);
 
-/* Materializer: apply one message state. |cb| may be NULL. Returns as redis_client_eval. */
-int cache_apply(redis_client *rc, const Chat__V1__Message *m, redis_reply_cb cb, void *ud);
+/* Materializer: apply the |n| message states of chat |chat_id| in |msgs| (ascending
+ * message_id, one state per id; only the newest window of them are sent, older ones could not
+ * survive the trim). |msgs| stays the caller's; the call copies what it sends. |cb| may be
+ * NULL (errors are counted). Returns as redis_client_eval. */
+int cache_apply(redis_client *rc, uint64_t chat_id, const Chat__V1__Message *const *msgs, size_t n,
+                redis_reply_cb cb, void *ud);
 
 /* Materializer: add or remove |user| in chat:<id>:members. */
 int cache_member(redis_client *rc, uint64_t chat_id, const char *user, bool add);

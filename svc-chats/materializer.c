@@ -21,6 +21,7 @@
 #include "validate.h"
 
 #define MZ_RETRY_MS 1000
+#define MZ_HIGH_WATER_BATCHES 4 /* filling records (x batch_max) that pause the consumer */
 #define MZ_MAX_LAGS 1024
 #define MZ_MAX_STMTS 5
 #define MZ_MAX_PARAMS 10
@@ -524,6 +525,31 @@ static void update_lag(materializer *m)
         metrics_gauge_set(stats.lag_seconds, (double)(wall_ms() - m->writing->newest_ts) / 1000.0);
 }
 
+static int chat_msg_cmp(const void *pa, const void *pb)
+{
+    const Chat__V1__Message *a = *(const Chat__V1__Message *const *)pa;
+    const Chat__V1__Message *b = *(const Chat__V1__Message *const *)pb;
+    if (a->chat_id != b->chat_id)
+        return a->chat_id < b->chat_id ? -1 : 1;
+    return a->message_id < b->message_id ? -1 : a->message_id > b->message_id;
+}
+
+/* One pipelined script call per chat of the batch (not per message): the materializer thread
+ * and Redis then spend per batch what they used to spend per record. */
+static void cache_messages(materializer *m)
+{
+    if (m->nmsgs == 0)
+        return;
+    qsort(m->msgs, m->nmsgs, sizeof(*m->msgs), chat_msg_cmp);
+    size_t first = 0;
+    for (size_t i = 1; i <= m->nmsgs; i++) {
+        if (i < m->nmsgs && m->msgs[i]->chat_id == m->msgs[first]->chat_id)
+            continue;
+        cache_apply(m->rc, m->msgs[first]->chat_id, &m->msgs[first], i - first, NULL, NULL);
+        first = i;
+    }
+}
+
 static void committed(materializer *m)
 {
     batch *b = m->writing;
@@ -541,8 +567,7 @@ static void committed(materializer *m)
     for (size_t i = 0; i < m->nchanges; i++)
         cache_member(m->rc, m->changes[i].chat_id, m->changes[i].user, m->changes[i].add);
     changes_clear(m);
-    for (size_t i = 0; i < m->nmsgs; i++)
-        cache_apply(m->rc, m->msgs[i], NULL, NULL);
+    cache_messages(m);
     update_lag(m);
     plan_free(m);
     batch_free(b);
@@ -657,6 +682,14 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* --- consuming -------------------------------------------------------------------------- */
 
+/* Pausing drops what librdkafka prefetched and resuming fetches it again, so pausing at
+ * every batch_max records made the consumer idle for a fetch round trip per batch. Keep
+ * filling while a transaction runs and pause only well above a batch. */
+static size_t high_water(const materializer *m)
+{
+    return (size_t)m->s->batch_max * MZ_HIGH_WATER_BATCHES;
+}
+
 static void on_message(kafka_consumer *c, const kafka_message *km, void *ud)
 {
     materializer *m = ud;
@@ -688,7 +721,7 @@ static void on_message(kafka_consumer *c, const kafka_message *km, void *ud)
     }
     if (m->writing == NULL)
         event_active(m->flush_ev, EV_TIMEOUT, 0);
-    else if (b->records >= (size_t)m->s->batch_max && !kafka_consumer_paused(c))
+    else if (b->records >= high_water(m) && !kafka_consumer_paused(c))
         kafka_consumer_pause(c); /* resumed when the running transaction ends */
 }
 

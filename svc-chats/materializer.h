@@ -7,12 +7,14 @@
  * a Redis client (cache + member sets). Nothing it does blocks the RPC workers.
  *
  * Batches: records are decoded as they arrive into the filling batch. When no transaction is
- * running the batch is written at once; while one runs, records keep filling the next batch,
- * and once that holds batch_max records the consumer is paused (back-pressure) until the
- * running transaction ends. One transaction per batch: BEGIN; chats; members (LWW);
- * member counts; messages (LWW, with h); kafka_offsets (next offset per partition); COMMIT.
+ * running the batch is written at once; while one runs, records keep filling the next batch
+ * (written whole when the transaction ends), and once that holds 4 x batch_max records the
+ * consumer is paused (back-pressure; librdkafka drops its prefetch on pause, so not at every
+ * batch) until the running transaction ends. One transaction per batch: BEGIN; chats; members
+ * (LWW); member counts; messages (LWW, with h); kafka_offsets (next offset per partition); COMMIT.
  * After COMMIT: waiters of the batch's event_ids are signalled, member sets and the message
- * cache in Redis are updated. A failed transaction is retried (same batch) after a backoff.
+ * cache in Redis are updated (one pipelined script call per chat of the batch). A failed
+ * transaction is retried (same batch) after a backoff.
  *
  * Offsets live only in PostgreSQL: on assignment the consumer is positioned at the stored
  * next_offset of each partition (the beginning when none), never at Kafka's committed offset.
