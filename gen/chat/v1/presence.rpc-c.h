@@ -44,8 +44,10 @@ typedef struct Chat__V1__PresenceService__RpcServer {
     /*
      * Heartbeat marks one of the caller's devices online for ttl_ms from now
      * (replacing any earlier TTL). Call it again before the TTL runs out, e.g.
-     * every ttl_ms / 3. Errors: INVALID_ARGUMENT (bad device_id, ttl_ms out of
-     * range), PERMISSION_DENIED (user_id names another user).
+     * every ttl_ms / 3. A user has at most 32 devices: a Heartbeat of a new
+     * device beyond that replaces the user's device whose TTL runs out soonest
+     * (that device goes offline). Errors: INVALID_ARGUMENT (bad device_id,
+     * ttl_ms out of range), PERMISSION_DENIED (user_id names another user).
      */
     void (*heartbeat)(rpc_call *call, const Chat__V1__HeartbeatRequest *req, void *user_data); /* RPC_UNARY */
     /*
@@ -65,11 +67,18 @@ typedef struct Chat__V1__PresenceService__RpcServer {
      * response with snapshot = true holding the current state of every watched
      * user, then one response per change, sent within 1 s of the change
      * (heartbeat that brings a user online, SetOffline, TTL expiry, a device
-     * count change). The stream lasts until the client cancels it. If the server
-     * loses its change feed (e.g. a Redis failover) it either sends a new
-     * snapshot = true response once it has resubscribed, or ends the stream
-     * with UNAVAILABLE so the client watches again; it never goes silently
-     * stale. Errors: INVALID_ARGUMENT (as GetPresence).
+     * count change). The stream lasts until the client cancels it or the server
+     * ends it. If the server loses its change feed (e.g. a Redis failover) it
+     * either sends a new snapshot = true response once it has resubscribed, or
+     * ends the stream with UNAVAILABLE so the client watches again; it never
+     * goes silently stale. A client that reads slowly skips intermediate states
+     * (each watched user's newest state is always sent). Errors:
+     * INVALID_ARGUMENT (as GetPresence); RESOURCE_EXHAUSTED (too many watch
+     * streams on the server, or the client did not read the stream for 30 s);
+     * UNAUTHENTICATED (the token expired while watching: watch again with a
+     * fresh token); UNAVAILABLE (the server is shutting down, or its change
+     * feed was lost for more than 5 s). On RESOURCE_EXHAUSTED and UNAVAILABLE,
+     * watch again after a backoff; the new stream starts with a snapshot.
      */
     void (*watch_presence)(rpc_call *call, const Chat__V1__WatchPresenceRequest *req, void *user_data); /* RPC_SERVER_STREAMING */
     /*
