@@ -5,6 +5,8 @@
 #   BUILD_DIR=build bench/messaging/run.sh [send|fanout|conns|all]
 #
 # Needs svc-messaging and msg_bench built: ninja -C build svc-messaging msg_bench
+# QUIET_LOAD=1.5: before each benchmark wait (up to QUIET_WAIT s) until the 1-minute load
+# average is below it; each prints the load average it started under.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
@@ -12,6 +14,18 @@ export CHAT_BUILD_DIR=${BUILD_DIR:-$SRC/build}
 BENCH=$CHAT_BUILD_DIR/bench/messaging/msg_bench
 SVC=$CHAT_BUILD_DIR/svc-messaging/svc-messaging
 what=${1:-all}
+QUIET_LOAD=${QUIET_LOAD:-1.5}
+QUIET_WAIT=${QUIET_WAIT:-1800}
+load1() { cut -d' ' -f1 /proc/loadavg; }
+wait_quiet() {
+    local t
+    for ((t = 0; t < QUIET_WAIT; t += 10)); do
+        awk -v l="$(load1)" -v q="$QUIET_LOAD" 'BEGIN { exit !(l < q) }' && break
+        ((t % 60 == 0)) && echo "== waiting for a quiet machine (load $(load1))" >&2
+        sleep 10
+    done
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
 # shellcheck source=../../tools/stack-lib.sh
 source "$SRC/tools/stack-lib.sh"
 dir=$(mktemp -d /tmp/chat-msg-bench.XXXXXX)
@@ -28,14 +42,19 @@ pid=$(cat "$dir/pids/svc-messaging-$port.pid")
 sleep 3 # consumer assignment and offset reset before the chat is created
 common=(--addr "127.0.0.1:$port" --brokers "$KAFKA_BROKERS" --secret "$JWT_SECRET")
 if [[ $what == send || $what == all ]]; then
+    wait_quiet
     "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" --senders 8
 fi
 if [[ $what == fanout || $what == all ]]; then
+    wait_quiet
     "$BENCH" fanout "${common[@]}" --members 100 --rate "${FANOUT_RATE:-20}" \
         --seconds "${SECONDS_RUN:-15}"
 fi
 if [[ $what == conns || $what == all ]]; then
     ulimit -n 65536 2>/dev/null || true
+    wait_quiet
     "$BENCH" conns "${common[@]}" --streams "${STREAMS:-20000}" --pid "$pid" --hold 5
 fi
-curl -s "127.0.0.1:$mport/metrics" | grep -E "^messaging_(sends_total|delivery_drops|sessions |(send|dedupe|produce)_seconds_(count|sum))" || true
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+# per-stage histograms (cumulative buckets, seconds): where the send time goes
+curl -s "127.0.0.1:$mport/metrics" | grep -E "^messaging_(sends_total|delivery_drops|sessions |(send|dedupe|produce)_seconds_(count|sum|bucket))" || true

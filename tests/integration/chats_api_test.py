@@ -410,6 +410,46 @@ class Writes(unittest.TestCase):
         self.assertEqual(STACK.psql("SELECT h FROM messages WHERE message_id = %d" % mid),
                          str(signed(cc.h(mid, 3, True))))
 
+    def test_lww_warm_cache(self):
+        """Edits, deletes and stale states of a warm chat in one produce call: the
+        materializer's one cache script call per chat and batch keeps what PostgreSQL keeps."""
+        c = create("uma", ["vic"]).chat.chat_id
+        old = post(c, "uma", 4)
+        wait_count(c, 4)
+        STACK.redis("DEL", "chat:%d:recent:floor" % c)
+        STUB.GetHistory(pb.GetHistoryRequest(chat_id=c, page_size=10), metadata=cc.md("vic"))
+        self.assertEqual(STACK.redis("EXISTS", "chat:%d:recent:floor" % c), "1")
+        t = int(time.time() * 1000) + 1000
+        a, b, d = old[1].message_id, old[2].message_id, old[3].message_id
+        fresh = new_id()
+        STACK.produce([
+            event(c, "message_edited", message(c, a, "uma", "a2", 2, t)),
+            event(c, "message_edited", message(c, a, "uma", "stale", 1, t - 5000)),
+            event(c, "message_deleted", message(c, b, "uma", "", 3, t + 1, deleted=True)),
+            event(c, "message_edited", message(c, b, "uma", "b2", 2, t)),
+            event(c, "message_edited", message(c, d, "uma", "zzz", 2, t)),
+            event(c, "message_edited", message(c, d, "uma", "aaa", 2, t)),
+            event(c, "message_posted", message(c, fresh, "vic", "new")),
+        ])
+        marker = post(c, "vic", 1)[0]
+
+        def newest():
+            return STUB.GetHistory(pb.GetHistoryRequest(chat_id=c, page_size=10),
+                                   metadata=cc.md("vic"))
+        cc.wait_for(lambda: newest().messages[-1].message_id == marker.message_id, 10,
+                    what="cache update")
+        before = SVC.metrics()
+        warm = newest()
+        self.assertGreater(metric(SVC.metrics(), 'chats_history_cache_total{result="hit"}'),
+                           metric(before, 'chats_history_cache_total{result="hit"}'))
+        got = {m.message_id: m for m in warm.messages}
+        self.assertEqual((got[a].body, got[a].version), ("a2", 2))
+        self.assertEqual((got[b].deleted, got[b].version), (True, 3))
+        self.assertEqual(got[d].body, "zzz")
+        self.assertIn(fresh, got)
+        STACK.redis("DEL", "chat:%d:recent:floor" % c)
+        self.assertEqual(warm, newest())
+
 
 class BadInput(unittest.TestCase):
     def test_statuses(self):
