@@ -1,7 +1,6 @@
 /* svc-messaging: wiring only. Settings, the token verifier, the membership cache, the Snowflake
  * generator, the Redis scripts, the MessagingService handlers, the per-worker state and the
  * delivery thread (which also holds the Snowflake lease and serves /metrics). */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,30 +15,6 @@
 #include "worker.h"
 
 static msg_service svc;
-
-/* SIGTERM also reaches the runtime's own handler (drain); this one ends the Connect streams
- * with UNAVAILABLE at once instead of letting them run into the drain deadline. */
-static void on_term(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    msg_service *s = arg;
-    if (atomic_exchange(&s->shutting_down, true))
-        return;
-    inbox_item it = {.kind = INBOX_SHUTDOWN};
-    for (int i = 0; i < s->n_workers; i++)
-        worker_post(s->workers[i], &it);
-}
-
-static void main_start(rpc_server *srv, struct event_base *base, void *user_data)
-{
-    (void)srv;
-    msg_service *s = user_data;
-    s->sig_term = evsignal_new(base, SIGTERM, on_term, s);
-    s->sig_int = evsignal_new(base, SIGINT, on_term, s);
-    event_add(s->sig_term, NULL);
-    event_add(s->sig_int, NULL);
-}
 
 static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
 {
@@ -70,7 +45,7 @@ static int setup(rpc_server *srv, int argc, char **argv, void *user_data)
     if (rv != 0)
         return rv;
     rpc_server_set_worker_hooks(srv, worker_start, worker_stop, &svc);
-    rpc_server_set_main_hook(srv, main_start, &svc);
+    rpc_server_set_drain_hook(srv, worker_drain, &svc); /* SIGTERM: Connect streams end now */
     if (delivery_start(&svc.dl, &svc) != 0)
         return -1;
     log_info("messaging: site=%s redis=%s kafka=%s topic=%s workers=%d queue-size=%u "

@@ -19,16 +19,28 @@
 #define LOAD_BUSY_RETRY_MS 100 /* membership loader full: try again this soon */
 #define PARTNER_RPC_TIMEOUT_MS 10000
 
+/* A presence_drain() in progress. Freed once |done| ran and no reply is due (it outlives |p|
+ * when Redis answers after presence_free()). */
+typedef struct drain_op {
+    msg_presence *p;        /* NULL after presence_free() */
+    size_t pending;         /* SetOffline replies awaited */
+    void (*done)(void *ud); /* NULL once called */
+    void *ud;               /* for |done| */
+} drain_op;
+
 struct msg_presence {
-    msg_worker *w;         /* owner */
-    store *st;             /* the presence scripts */
-    uint32_t ttl_ms;       /* granted to each heartbeat */
-    int64_t interval_ms;   /* ttl / 3 */
-    presence_dev *head;    /* refresh FIFO, due order */
-    presence_dev *tail;    /* newest */
-    struct event *tick;    /* PRESENCE_TICK_MS */
-    rpc_channel *chats;    /* ListChats, or NULL */
-    rpc_channel *presence; /* WatchPresence, or NULL */
+    msg_worker *w;          /* owner */
+    store *st;              /* the presence scripts */
+    uint32_t ttl_ms;        /* granted to each heartbeat */
+    int64_t interval_ms;    /* ttl / 3 */
+    presence_dev *head;     /* refresh FIFO, due order */
+    presence_dev *tail;     /* newest */
+    struct event *tick;     /* PRESENCE_TICK_MS */
+    rpc_channel *chats;     /* ListChats, or NULL */
+    rpc_channel *presence;  /* WatchPresence, or NULL */
+    bool draining;          /* presence_drain() ran */
+    drain_op *drain;        /* in progress, or NULL */
+    struct event *drain_ev; /* PRESENCE_DRAIN_MAX_MS */
 };
 
 typedef enum partner_step {
@@ -54,6 +66,7 @@ struct presence_dev {
     bool queued;               /* in the FIFO */
     int64_t due_ms;            /* next refresh, monotonic ms */
     bool closed;               /* presence_close() ran */
+    bool offline_sent;         /* presence_drain() set it offline already */
     char user[AUTH_USER_ID_MAX + 1];
     char device[MSG_MAX_DEVICE_ID + 1];
     /* partner presence */
@@ -158,6 +171,81 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         d->due_ms = now + p->interval_ms;
         fifo_append(p, d);
     }
+}
+
+/* --- shutdown ------------------------------------------------------------------------------ */
+
+static void drain_call_done(drain_op *op)
+{
+    void (*done)(void *) = op->done;
+    if (done == NULL)
+        return;
+    op->done = NULL;
+    if (op->p != NULL)
+        event_del(op->p->drain_ev);
+    done(op->ud);
+}
+
+static void drain_maybe_free(drain_op *op)
+{
+    if (op->pending > 0 || op->done != NULL)
+        return;
+    if (op->p != NULL)
+        op->p->drain = NULL;
+    free(op);
+}
+
+static void on_drain_offline(int err, const store_presence *pr, void *ud)
+{
+    (void)pr;
+    drain_op *op = ud;
+    if (err != 0)
+        log_debug("presence: set offline (drain) failed: %s", store_strerror(err));
+    if (--op->pending == 0)
+        drain_call_done(op);
+    drain_maybe_free(op);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    msg_presence *p = arg;
+    drain_op *op = p->drain;
+    if (op == NULL)
+        return;
+    log_warn("presence: %zu offline writes unanswered after %d ms; ending the streams anyway",
+             op->pending, PRESENCE_DRAIN_MAX_MS);
+    drain_call_done(op);
+    drain_maybe_free(op);
+}
+
+void presence_drain(msg_presence *p, void (*done)(void *user_data), void *user_data)
+{
+    if (p->draining) {
+        done(user_data);
+        return;
+    }
+    p->draining = true;
+    drain_op *op = mem_calloc(1, sizeof(*op));
+    op->p = p;
+    op->done = done;
+    op->ud = user_data;
+    p->drain = op;
+    while (p->head != NULL) {
+        presence_dev *d = p->head;
+        fifo_remove(p, d);
+        d->offline_sent = true;
+        if (store_set_offline(p->st, p->w->redis, d->user, d->device, on_drain_offline, op) == 0)
+            op->pending++;
+    }
+    if (op->pending > 0) {
+        struct timeval tv = {PRESENCE_DRAIN_MAX_MS / 1000, (PRESENCE_DRAIN_MAX_MS % 1000) * 1000};
+        event_add(p->drain_ev, &tv);
+        return;
+    }
+    drain_call_done(op);
+    drain_maybe_free(op);
 }
 
 /* --- partner presence ---------------------------------------------------------------------- */
@@ -446,6 +534,7 @@ int presence_new(msg_presence **out, msg_worker *w)
             return rv;
         }
     }
+    p->drain_ev = event_new(w->base, -1, 0, on_drain_timeout, p);
     p->tick = event_new(w->base, -1, EV_PERSIST, on_tick, p);
     struct timeval tv = {PRESENCE_TICK_MS / 1000, (PRESENCE_TICK_MS % 1000) * 1000};
     event_add(p->tick, &tv);
@@ -458,6 +547,11 @@ void presence_free(msg_presence *p)
     if (p == NULL)
         return;
     event_free(p->tick);
+    event_free(p->drain_ev);
+    if (p->drain != NULL) { /* replies still due free it */
+        p->drain->p = NULL;
+        p->drain->done = NULL;
+    }
     while (p->head != NULL)
         fifo_remove(p, p->head); /* sessions close first; this is a backstop */
     if (p->presence)
@@ -477,9 +571,13 @@ presence_dev *presence_open(msg_presence *p, const char *user, const char *devic
     d->p = p;
     snprintf(d->user, sizeof(d->user), "%s", user);
     snprintf(d->device, sizeof(d->device), "%s", device);
-    heartbeat(p, d);
-    d->due_ms = rpc_now_ms() + p->interval_ms;
-    fifo_append(p, d);
+    if (p->draining) {
+        d->offline_sent = true; /* shutting down: not worth a heartbeat */
+    } else {
+        heartbeat(p, d);
+        d->due_ms = rpc_now_ms() + p->interval_ms;
+        fifo_append(p, d);
+    }
     if (watch_partners && p->chats != NULL && authorization != NULL) {
         d->wake = wake;
         d->wake_ud = user_data;
@@ -502,7 +600,7 @@ void presence_close(presence_dev *d)
     d->closed = true;
     d->wake = NULL;
     fifo_remove(p, d);
-    if (!worker_device_claimed(p->w, d->user, d->device)) {
+    if (!d->offline_sent && !worker_device_claimed(p->w, d->user, d->device)) {
         int rv = store_set_offline(p->st, p->w->redis, d->user, d->device, on_offline, NULL);
         if (rv != 0)
             log_debug("presence: offline of %s/%s not sent: %s", d->user, d->device,

@@ -55,6 +55,15 @@ int presence_new(msg_presence **out, msg_worker *w);
  * closed). */
 void presence_free(msg_presence *p);
 
+/* Graceful shutdown began: sets every device of this worker offline now and calls |done|
+ * (with |user_data|, once, on the loop) when Redis has answered them all, or after
+ * PRESENCE_DRAIN_MAX_MS: the caller ends the streams then, while the loop still runs (ending
+ * them first lets the worker exit before the commands are written). No refreshes follow, and
+ * presence_close() of these devices sends nothing more. Devices that say Hello afterwards are
+ * not heartbeated. */
+#define PRESENCE_DRAIN_MAX_MS 1000
+void presence_drain(msg_presence *p, void (*done)(void *user_data), void *user_data);
+
 /* Asks the session to write (partner presence became dirty). */
 typedef void (*presence_wake_cb)(void *user_data);
 

@@ -129,9 +129,6 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
             case INBOX_KICK:
                 session_kick(w, it->user, it->sid);
                 break;
-            case INBOX_SHUTDOWN:
-                session_close_all(w, RPC_STATUS_UNAVAILABLE, "server shutting down");
-                break;
             }
         }
         done += (int)n;
@@ -208,7 +205,7 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
 {
     (void)srv;
     (void)index;
-    msg_service *svc = user_data;
+    (void)user_data;
     msg_worker *w = worker_data;
     if (w != NULL) {
         pthread_mutex_lock(&w->inbox_lock);
@@ -233,14 +230,22 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
         w->inbox_ev = NULL;
         strtab_clear(&w->users);
     }
-    /* The last worker out removes the signal events of the main loop (main.c). */
-    if (atomic_fetch_add(&svc->workers_stopped, 1) + 1 == svc->n_workers) {
-        if (svc->sig_term)
-            event_free(svc->sig_term);
-        if (svc->sig_int)
-            event_free(svc->sig_int);
-        svc->sig_term = svc->sig_int = NULL;
-    }
+}
+
+static void close_all_sessions(void *ud)
+{
+    session_close_all(ud, RPC_STATUS_UNAVAILABLE, "server shutting down");
+}
+
+void worker_drain(rpc_server *srv, int index, void *worker_data, void *user_data)
+{
+    (void)srv;
+    (void)index;
+    msg_service *svc = user_data;
+    msg_worker *w = worker_data;
+    atomic_store(&svc->shutting_down, true);
+    if (w != NULL) /* the devices go offline first, then their streams end (presence.h) */
+        presence_drain(w->presence, close_all_sessions, w);
 }
 
 void worker_claim_device(msg_worker *w, const char *user, const char *device, uint64_t sid)

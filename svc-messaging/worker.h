@@ -8,7 +8,7 @@
  * Worker (msg_worker), one per rpc_server worker thread and owned by its loop: its Redis
  * connection (dedupe), its Kafka producer (delivery reports come back on this loop), its
  * membership loader (GetChat channel), its sessions indexed by user, and its inbox: a bounded
- * FIFO the delivery thread fills with events (and kicks, and the shutdown notice) and wakes
+ * FIFO the delivery thread fills with events (and kicks) and wakes
  * with event_active. The worker structs live from setup() to teardown(); |alive| (under the
  * inbox lock) says whether the loop side exists, so the delivery thread never posts to a
  * stopped loop.
@@ -49,11 +49,8 @@ typedef struct msg_service {
     delivery *dl;                 /* the delivery thread */
     pthread_mutex_t devices_lock; /* guards |devices| */
     strtab devices;               /* "user device" -> device_owner */
-    atomic_bool shutting_down;    /* SIGTERM seen */
-    atomic_int workers_stopped;   /* for the last worker_stop */
-    struct event *sig_term;       /* on the main loop (see main.c) */
-    struct event *sig_int;
-    char producer_name[80]; /* ChatEvent.producer */
+    atomic_bool shutting_down;    /* draining began: new Connect streams are refused */
+    char producer_name[80];       /* ChatEvent.producer */
 } msg_service;
 
 /* Where the stream of one (user, device) lives. */
@@ -63,9 +60,8 @@ typedef struct device_owner {
 } device_owner;
 
 typedef enum inbox_kind {
-    INBOX_EVENT = 1,    /* deliver |ev| */
-    INBOX_KICK = 2,     /* end session |sid| of |user| with ABORTED */
-    INBOX_SHUTDOWN = 3, /* end every session with UNAVAILABLE */
+    INBOX_EVENT = 1, /* deliver |ev| */
+    INBOX_KICK = 2,  /* end session |sid| of |user| with ABORTED */
 } inbox_kind;
 
 typedef struct inbox_item {
@@ -75,7 +71,7 @@ typedef struct inbox_item {
     char user[AUTH_USER_ID_MAX + 1]; /* INBOX_KICK */
 } inbox_item;
 
-#define INBOX_RESERVE 64 /* slots only kicks and the shutdown notice may use */
+#define INBOX_RESERVE 64 /* slots only kicks may use */
 
 struct msg_worker {
     msg_service *svc;              /* process state */
@@ -107,6 +103,11 @@ void worker_free_all(msg_service *svc);
 /* rpc_server worker hooks; |user_data| is the msg_service. */
 void *worker_start(rpc_server *srv, int index, struct event_base *base, void *user_data);
 void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data);
+
+/* rpc_server drain hook (graceful shutdown began, on each worker's loop): refuses new Connect
+ * streams and ends this worker's with UNAVAILABLE at once, while the loop still runs (so the
+ * devices' SetOffline reaches Redis) instead of at the drain deadline. */
+void worker_drain(rpc_server *srv, int index, void *worker_data, void *user_data);
 
 /* Any thread. Posts |it| (copied; an event reference is taken over on success). Events need
  * a free slot beyond INBOX_RESERVE. Returns true when queued. */
