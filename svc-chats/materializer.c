@@ -21,7 +21,7 @@
 #include "validate.h"
 
 #define MZ_RETRY_MS 1000
-#define MZ_HIGH_WATER_BATCHES 4 /* filling records (x batch_max) that pause the consumer */
+#define MZ_HIGH_WATER_BATCHES 10 /* filling records (x batch_max) that pause the consumer */
 #define MZ_MAX_LAGS 1024
 #define MZ_MAX_STMTS 5
 #define MZ_MAX_PARAMS 10
@@ -682,9 +682,11 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* --- consuming -------------------------------------------------------------------------- */
 
-/* Pausing drops what librdkafka prefetched and resuming fetches it again, so pausing at
- * every batch_max records made the consumer idle for a fetch round trip per batch. Keep
- * filling while a transaction runs and pause only well above a batch. */
+/* Pausing drops what librdkafka prefetched, and after the resume the next records came
+ * 200-400 ms later here (bench/chats/README.md): pausing at every batch_max records left the
+ * consumer idle for most of the run. Keep filling while a transaction runs and pause only at
+ * a level whose transaction takes longer to write than that refetch, so the refetch overlaps
+ * the write. Memory: a decoded record is a few hundred bytes. */
 static size_t high_water(const materializer *m)
 {
     return (size_t)m->s->batch_max * MZ_HIGH_WATER_BATCHES;

@@ -8,7 +8,7 @@
  *
  * Batches: records are decoded as they arrive into the filling batch. When no transaction is
  * running the batch is written at once; while one runs, records keep filling the next batch
- * (written whole when the transaction ends), and once that holds 4 x batch_max records the
+ * (written whole when the transaction ends), and once that holds 10 x batch_max records the
  * consumer is paused (back-pressure; librdkafka drops its prefetch on pause, so not at every
  * batch) until the running transaction ends. One transaction per batch: BEGIN; chats; members
  * (LWW); member counts; messages (LWW, with h); kafka_offsets (next offset per partition); COMMIT.
