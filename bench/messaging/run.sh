@@ -42,8 +42,13 @@ pid=$(cat "$dir/pids/svc-messaging-$port.pid")
 sleep 3 # consumer assignment and offset reset before the chat is created
 common=(--addr "127.0.0.1:$port" --brokers "$KAFKA_BROKERS" --secret "$JWT_SECRET")
 if [[ $what == send || $what == all ]]; then
-    wait_quiet
-    "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" --senders 8
+    # SEND_REPEAT=2: the first run includes the service's first produce (topic metadata,
+    # leader connection); later runs show the steady state
+    for ((r = 0; r < ${SEND_REPEAT:-1}; r++)); do
+        wait_quiet
+        "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" \
+            --senders 8
+    done
 fi
 if [[ $what == fanout || $what == all ]]; then
     wait_quiet
