@@ -437,7 +437,7 @@ if ((DO_IDLE)); then
             log "skipping $n idle connections: ulimit -Hn $(ulimit -Hn) < $want"
             continue
         fi
-        ulimit -n "$want"
+        ulimit -Sn "$want" # the soft limit only: lowering the hard one could not be undone
         for s in $SERVERS; do
             start_server "$s" "$RAW/$s.idle$n.server.log"
             sleep 1
