@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""bench/summarize.py OUT_DIR: the markdown summary of one bench/run.sh run.
+"""bench/summarize.py OUT_DIR [OUT_DIR...]: the markdown summary of bench/run.sh runs.
 
-Reads OUT_DIR/results.tsv (one line per measurement and round), memory.tsv and
-machine.txt; prints medians over the rounds per server and benchmark, the
-ours/C++ ratios, and RSS per idle connection.
+Reads each OUT_DIR's results.tsv (one line per measurement and round), memory.tsv and
+machine.txt; prints medians over all rounds of all the runs given, per server and benchmark,
+the ours/C++ ratios, and RSS per idle connection.
 """
 import csv
 import os
@@ -34,9 +34,9 @@ def load(path):
 
 
 def main():
-    out = sys.argv[1]
-    rows = load(os.path.join(out, "results.tsv"))
-    mem = load(os.path.join(out, "memory.tsv"))
+    outs = sys.argv[1:]
+    rows = [r for o in outs for r in load(os.path.join(o, "results.tsv"))]
+    mem = [r for o in outs for r in load(os.path.join(o, "memory.tsv"))]
     max_other = float(os.environ.get("BENCH_MAX_OTHER", "0.3"))
 
     def other(r):
@@ -70,9 +70,11 @@ def main():
             # CPU per request assumes the server was as busy over the whole wall time (tool
             # start-up included) as while the tool counted requests: approximate, same for all.
             a["cpu_us"].append(server / wall / qps * 1e6)
-    if os.path.exists(os.path.join(out, "machine.txt")):
-        with open(os.path.join(out, "machine.txt")) as f:
-            print("## Machine and setup\n\n```\n" + f.read().rstrip() + "\n```\n")
+    for out in outs:
+        if os.path.exists(os.path.join(out, "machine.txt")):
+            with open(os.path.join(out, "machine.txt")) as f:
+                print("## Machine and setup (%s)\n\n```\n%s\n```\n" % (
+                    os.path.basename(os.path.normpath(out)), f.read().rstrip()))
 
     def m(server, test, key):
         a = agg.get((server, test))
