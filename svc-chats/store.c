@@ -94,39 +94,50 @@ int store_history(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t an
 int store_range_hash(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t from, uint64_t to,
                      uint32_t n, pg_result_cb cb, void *ud)
 {
-    char id[24], lo[24], hi[24];
+    char id[24];
     fmt_i64(id, store_clamp(chat_id));
-    /* [from, to) as the inclusive bigint range [lo, hi]; empty when from > INT64_MAX. */
-    if (from > (uint64_t)INT64_MAX) {
-        fmt_i64(lo, INT64_MAX);
-        fmt_i64(hi, INT64_MAX - 1);
-    } else {
-        fmt_i64(lo, (int64_t)from);
-        fmt_i64(hi, store_clamp(to - 1));
+    /* [from, to) as the inclusive bigint range [lo_v, hi_v]; empty when from > INT64_MAX. */
+    int64_t lo_v = INT64_MAX, hi_v = INT64_MAX - 1;
+    if (from <= (uint64_t)INT64_MAX) {
+        lo_v = (int64_t)from;
+        hi_v = store_clamp(to - 1);
     }
-    /* Bucket lower bounds for width_bucket(): the bucket of an id is the last bound <= it. */
-    sqlarr bounds;
-    sqlarr_init(&bounds);
-    if (n == 0) {
-        sqlarr_add_i64(&bounds, store_clamp(from));
-    } else {
-        for (uint32_t i = 0; i < n; i++) {
+    /* One inclusive id range per bucket (the bucket of an id is the last lower bound <= it),
+     * each summed by its own index-only range scan: no per-row width_bucket() and hash
+     * aggregate, which took half the time of a 100,000-row hash. Empty buckets give no row. */
+    sqlarr los, his;
+    sqlarr_init(&los);
+    sqlarr_init(&his);
+    uint32_t buckets = n == 0 ? 1 : n;
+    int64_t start = lo_v;
+    for (uint32_t i = 0; i < buckets; i++) {
+        int64_t end = hi_v;
+        if (i + 1 < buckets) {
+            uint64_t b, e;
+            hash_bucket_bounds(from, to, n, i + 1, &b, &e);
+            end = store_clamp(b) - 1;
+        }
+        if (i > 0) {
             uint64_t b, e;
             hash_bucket_bounds(from, to, n, i, &b, &e);
-            sqlarr_add_i64(&bounds, store_clamp(b));
+            start = store_clamp(b);
         }
+        sqlarr_add_i64(&los, start > lo_v ? start : lo_v);
+        sqlarr_add_i64(&his, end < hi_v ? end : hi_v);
     }
-    const char *v[] = {id, user, lo, hi, sqlarr_str(&bounds)};
-    pg_params p = {.n = 5, .values = v};
-    int rv = pg_pool_query(pool,
-                           ACCESS_CTE
-                           "SELECT acc.allowed, x.b, x.n, x.h FROM acc LEFT JOIN LATERAL "
-                           "(SELECT width_bucket(message_id, $5::bigint[]) AS b, count(*) AS n, "
-                           "bit_xor(h) AS h FROM messages WHERE chat_id = $1::bigint AND "
-                           "acc.allowed AND message_id >= $3::bigint AND message_id <= $4::bigint "
-                           "GROUP BY 1) x ON true",
-                           &p, cb, ud);
-    sqlarr_free(&bounds);
+    const char *v[] = {id, user, sqlarr_str(&los), sqlarr_str(&his)};
+    pg_params p = {.n = 4, .values = v};
+    int rv =
+        pg_pool_query(pool,
+                      ACCESS_CTE "SELECT acc.allowed, x.b, x.n, x.h FROM acc LEFT JOIN LATERAL "
+                                 "(SELECT k.b, s.n, s.h FROM unnest($3::bigint[], $4::bigint[]) "
+                                 "WITH ORDINALITY AS k(lo, hi, b), LATERAL (SELECT count(*) AS n, "
+                                 "bit_xor(h) AS h FROM messages WHERE chat_id = $1::bigint AND "
+                                 "message_id >= k.lo AND message_id <= k.hi) s "
+                                 "WHERE acc.allowed AND s.n > 0) x ON true ORDER BY x.b",
+                      &p, cb, ud);
+    sqlarr_free(&los);
+    sqlarr_free(&his);
     return rv;
 }
 
