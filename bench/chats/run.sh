@@ -11,7 +11,7 @@
 #
 #   BUILD_DIR=build bench/chats/run.sh [materializer|reads|all]   (EVENTS=100000 CHATS=100
 #                                                                   N=20000 C=8)
-#   N_RANGE=1000: calls per GetRangeHash run.  RPS=500: ghz offers that many calls/s (open loop) instead of keeping C in flight.
+#   N_RANGE=1000, RPS_RANGE: calls and rate of the GetRangeHash runs.  RPS=500: ghz offers that many calls/s (open loop) instead of keeping C in flight.
 #   QUIET_LOAD=1.5: before each measurement wait (up to QUIET_WAIT s) until the 1-minute load
 #   average is below it; every measurement prints the load average it started under.
 set -euo pipefail
@@ -157,6 +157,7 @@ ghz_run "GetHistory 50, middle page (PostgreSQL)" GetHistory \
     "{\"chat_id\":\"$chat\",\"page_size\":50,\"anchor_message_id\":\"$((lo + 50000))\"}"
 # a range hash reads 100,000 index entries (~10-30 ms of a core): fewer calls
 N=${N_RANGE:-1000}
+RPS=${RPS_RANGE:-${RPS:-}}
 ghz_run "GetRangeHash 100,000 messages" GetRangeHash \
     "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$((lo + 100000))\"}"
 ghz_run "GetRangeHash 100,000 messages, 16 buckets" GetRangeHash \
