@@ -48,6 +48,9 @@ static struct {
     size_t n_lat, cap_lat;
     uint64_t sent, results, failed, deliveries;
     int64_t t_end;
+    int64_t t_start;          /* sending started, us */
+    double worst_ms[64];      /* slowest send->ack per second of sending (by send time) */
+    uint64_t rejected_in[64]; /* not-OK results per second of arrival */
     double carry;
     uint64_t cmid_seq;
     bool done;
@@ -121,12 +124,20 @@ static void on_msg(rpc_ccall *call, const Chat__V1__ConnectResponse *m, void *ud
         B.results++;
         if (m->send_result->status != CHAT__V1__SEND_STATUS__SEND_STATUS_OK) {
             B.failed++;
+            int64_t s = (now_us() - B.t_start) / 1000000;
+            if (s >= 0 && s < 64)
+                B.rejected_in[s]++;
             break;
         }
         int64_t t0 = 0; /* cmid: b-<us>-<n> */
         sscanf(m->send_result->client_message_id, "b-%" SCNd64, &t0);
-        if (strcmp(B.mode, "send") == 0)
-            lat_add((double)(now_us() - t0));
+        if (strcmp(B.mode, "send") == 0) {
+            double us = (double)(now_us() - t0);
+            lat_add(us);
+            int64_t s = (t0 - B.t_start) / 1000000;
+            if (s >= 0 && s < 64 && us / 1000.0 > B.worst_ms[s])
+                B.worst_ms[s] = us / 1000.0;
+        }
         break;
     }
     case CHAT__V1__CONNECT_RESPONSE__FRAME_DELIVERY: {
@@ -426,7 +437,8 @@ int main(int argc, char **argv)
     struct event *tick = event_new(B.base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tv = {0, 1000};
     event_add(tick, &tv);
-    B.t_end = now_us() + (int64_t)B.seconds * 1000000;
+    B.t_start = now_us();
+    B.t_end = B.t_start + (int64_t)B.seconds * 1000000;
     run_for((int64_t)B.seconds * 1000);
     event_del(tick);
     run_for(2000); /* drain results and deliveries */
@@ -437,5 +449,12 @@ int main(int argc, char **argv)
            strcmp(B.mode, "fanout") == 0 ? B.sent * (uint64_t)B.n_devs
                                          : B.sent * (uint64_t)B.senders);
     report(strcmp(B.mode, "send") == 0 ? "send->ack" : "send->delivered");
+    if (strcmp(B.mode, "send") == 0) {
+        /* when the tail happened: one stall or a steady spread */
+        printf("send: slowest ack (ms) / not-OK results per second:");
+        for (int i = 0; i < B.seconds && i < 64; i++)
+            printf(" %.0f/%" PRIu64, B.worst_ms[i], B.rejected_in[i]);
+        printf("\n");
+    }
     return 0;
 }
