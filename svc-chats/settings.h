@@ -12,7 +12,7 @@
  *   --jwt-secret        [JWT_SECRET]        HS256 secret, >= 32 bytes (required)
  *   --site              [SITE]              origin_site of produced events, default "a"
  *   --site-id           [SITE_ID]           Snowflake site number 0..7, default 0
- *   --batch-max         [BATCH_MAX]         records per materializer transaction, default 5000
+ *   --batch-max         [BATCH_MAX]         batch unit, default 5000 (a transaction: up to 10x)
  *   --write-timeout-ms  [WRITE_TIMEOUT_MS]  read-your-writes wait without a client deadline,
  *                                           default 10000
  *   --max-waiters       [MAX_WAITERS]       write RPCs waiting at once, default 10000
