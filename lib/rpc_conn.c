@@ -23,6 +23,9 @@
 #include "mem.h"
 
 #define WBUF_FLUSH 65536 /* coalesce up to this many bytes per send() */
+/* Response metadata entries per list (initial, trailing): the add functions refuse more, so
+ * a Trailers-Only HEADERS (both lists + 6 fixed fields) always fits the name/value array. */
+#define RPC__MAX_RESPONSE_MD 32
 
 typedef struct outchunk {
     struct outchunk *next;
@@ -236,6 +239,8 @@ int rpc_call_add_initial_metadata(rpc_call *call, const char *key, const void *v
         return RPC_ERR_CLOSED;
     if (!rpc_md_key_valid(key, true))
         return RPC_ERR_INVALID;
+    if (call->initial_md.n >= RPC__MAX_RESPONSE_MD)
+        return RPC_ERR_TOO_LARGE;
     return rpc_mdlist_add(&call->initial_md, key, v, len);
 }
 
@@ -245,6 +250,8 @@ int rpc_call_add_trailing_metadata(rpc_call *call, const char *key, const void *
         return RPC_ERR_CLOSED;
     if (!rpc_md_key_valid(key, true))
         return RPC_ERR_INVALID;
+    if (call->trailing_md.n >= RPC__MAX_RESPONSE_MD)
+        return RPC_ERR_TOO_LARGE;
     return rpc_mdlist_add(&call->trailing_md, key, v, len);
 }
 
@@ -265,16 +272,16 @@ int rpc_call_set_compression(rpc_call *call, const char *encoding)
 
 /* Builds nghttp2 name/value pairs; values of -bin keys are base64-encoded into |owned|. */
 typedef struct nvbuf {
-    nghttp2_nv nv[48];
+    nghttp2_nv nv[2 * RPC__MAX_RESPONSE_MD + 8];
     size_t n;
-    char *owned[48];
+    char *owned[2 * RPC__MAX_RESPONSE_MD];
     size_t n_owned;
 } nvbuf;
 
 static void nv_add(nvbuf *b, const char *name, const char *value, size_t vlen)
 {
     if (b->n == sizeof(b->nv) / sizeof(b->nv[0]))
-        return; /* metadata beyond 40-odd entries is dropped rather than overflowing */
+        return; /* cannot happen: the add functions cap each list (RPC__MAX_RESPONSE_MD) */
     nghttp2_nv *nv = &b->nv[b->n++];
     nv->name = (uint8_t *)name;
     nv->namelen = strlen(name);

@@ -204,7 +204,8 @@ const rpc_mdlist *rpc_call_metadata(const rpc_call *call);
 const char *rpc_call_metadata_get(const rpc_call *call, const char *key);
 
 /* Adds response metadata: initial (before the first send/finish) or trailing. Returns 0,
- * RPC_ERR_INVALID for a bad key, RPC_ERR_CLOSED when it is too late. */
+ * RPC_ERR_INVALID for a bad key, RPC_ERR_CLOSED when it is too late, RPC_ERR_TOO_LARGE past 32
+ * entries per list. */
 int rpc_call_add_initial_metadata(rpc_call *call, const char *key, const void *v, size_t len);
 int rpc_call_add_trailing_metadata(rpc_call *call, const char *key, const void *v, size_t len);
 
