@@ -64,8 +64,8 @@ if [ -z "$PLUGIN" ]; then
     protoc "${INCLUDES[@]}" --plugin=protoc-gen-c="$PROTOC_GEN_C" --c_out="$TMP/boot" \
         google/protobuf/descriptor.proto google/protobuf/compiler/plugin.proto
     # shellcheck disable=SC2046
-    ${CC:-cc} -std=c11 -O1 -D_GNU_SOURCE -I "$TMP/boot" -I "$PLUGIN_SRC" \
-        -o "$TMP/protoc-gen-rpc-c" "$PLUGIN_SRC"/*.c \
+    ${CC:-cc} -std=c11 -O1 -D_GNU_SOURCE -I "$TMP/boot" -I "$PLUGIN_SRC" -I "$ROOT/lib" \
+        -o "$TMP/protoc-gen-rpc-c" "$PLUGIN_SRC"/*.c "$ROOT/lib/mem.c" \
         "$TMP/boot/google/protobuf/descriptor.pb-c.c" \
         "$TMP/boot/google/protobuf/compiler/plugin.pb-c.c" \
         $(pkg-config --cflags --libs libprotobuf-c)

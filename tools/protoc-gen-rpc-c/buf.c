@@ -15,7 +15,7 @@ static void reserve(buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    b->data = xrealloc(b->data, cap);
+    b->data = mem_realloc(b->data, cap);
     b->cap = cap;
 }
 
@@ -55,7 +55,7 @@ void buf_printf(buf *b, const char *fmt, ...)
 
 char *buf_take(buf *b)
 {
-    char *s = b->data ? b->data : xstrdup("");
+    char *s = b->data ? b->data : mem_strdup("");
     b->data = NULL;
     b->len = b->cap = 0;
     return s;

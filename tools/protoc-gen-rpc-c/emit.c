@@ -34,7 +34,7 @@ static int type_names(const request *req, const char *type_name, char **full, ch
     const req_type *t = request_type(req, type_name);
     if (t == NULL)
         return -1;
-    *full = xstrdup(t->full);
+    *full = mem_strdup(t->full);
     *c = names_full_to_c(t->full, t->file->package, t->file->c_package);
     *lower = names_full_to_lower(t->full, t->file->package, t->file->c_package);
     return 0;
@@ -81,7 +81,7 @@ static int build(emit_file *ef, const request *req, const req_file *file)
     if (file->no_generate)
         return 0;
     ef->n_services = fd->n_service;
-    ef->services = xcalloc(fd->n_service, sizeof *ef->services);
+    ef->services = mem_calloc(fd->n_service, sizeof *ef->services);
     for (size_t si = 0; si < fd->n_service; si++) {
         const Google__Protobuf__ServiceDescriptorProto *sp = fd->service[si];
         emit_service *s = &ef->services[si];
@@ -94,7 +94,7 @@ static int build(emit_file *ef, const request *req, const req_file *file)
         s->local = names_camel_to_lower(s->name);
         s->comment = leading_comment(file, (int)si, -1);
         s->n_methods = sp->n_method;
-        s->methods = xcalloc(sp->n_method, sizeof *s->methods);
+        s->methods = mem_calloc(sp->n_method, sizeof *s->methods);
         for (size_t mi = 0; mi < sp->n_method; mi++) {
             if (build_method(ef, &s->methods[mi], sp->method[mi], si, mi) != 0)
                 return -1;

@@ -20,7 +20,7 @@ static void strlist_add(strlist *l, char *s)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 32;
-        l->items = xrealloc(l->items, l->cap * sizeof *l->items);
+        l->items = mem_realloc(l->items, l->cap * sizeof *l->items);
     }
     l->items[l->n++] = s;
 }
@@ -58,7 +58,7 @@ static void add_message(strlist *symbols, strlist *exts, const char *scope,
 {
     char *full = qualify(scope, m->name);
 
-    strlist_add(symbols, xstrdup(full));
+    strlist_add(symbols, mem_strdup(full));
     for (size_t i = 0; i < m->n_nested_type; i++)
         add_message(symbols, exts, full, m->nested_type[i]);
     for (size_t i = 0; i < m->n_enum_type; i++)
@@ -80,7 +80,7 @@ static void collect(const emit_file *ef, strlist *symbols, strlist *exts)
     for (size_t i = 0; i < fd->n_service; i++) {
         const Google__Protobuf__ServiceDescriptorProto *s = fd->service[i];
         char *full = qualify(pkg, s->name);
-        strlist_add(symbols, xstrdup(full));
+        strlist_add(symbols, mem_strdup(full));
         for (size_t j = 0; j < s->n_method; j++)
             strlist_add(symbols, qualify(full, s->method[j]->name));
         free(full);

@@ -26,12 +26,12 @@ enum { FEATURE_PROTO3_OPTIONAL = 1 };
 static int read_all(FILE *in, uint8_t **out, size_t *len)
 {
     size_t cap = 1 << 16, n = 0;
-    uint8_t *data = xmalloc(cap);
+    uint8_t *data = mem_alloc(cap);
 
     for (;;) {
         if (n == cap) {
             cap *= 2;
-            data = xrealloc(data, cap);
+            data = mem_realloc(data, cap);
         }
         size_t got = fread(data + n, 1, cap - n, in);
         n += got;
@@ -50,7 +50,7 @@ static int read_all(FILE *in, uint8_t **out, size_t *len)
 
 static Google__Protobuf__Compiler__CodeGeneratorResponse__File *new_file(char *name, char *content)
 {
-    Google__Protobuf__Compiler__CodeGeneratorResponse__File *f = xmalloc(sizeof *f);
+    Google__Protobuf__Compiler__CodeGeneratorResponse__File *f = mem_alloc(sizeof *f);
     google__protobuf__compiler__code_generator_response__file__init(f);
     f->name = name;
     f->content = content;
@@ -67,7 +67,7 @@ static void generate(const request *req, Google__Protobuf__Compiler__CodeGenerat
                               (char *)NULL);
         return;
     }
-    resp->file = xcalloc(2 * msg->n_file_to_generate, sizeof *resp->file);
+    resp->file = mem_calloc(2 * msg->n_file_to_generate, sizeof *resp->file);
     for (size_t i = 0; i < msg->n_file_to_generate; i++) {
         const char *name = msg->file_to_generate[i];
         const req_file *f = request_file(req, name);
@@ -82,7 +82,7 @@ static void generate(const request *req, Google__Protobuf__Compiler__CodeGenerat
             resp->error = xconcat(name, ": ", err, (char *)NULL);
             return;
         }
-        base = xstrdup(name);
+        base = mem_strdup(name);
         if (strlen(base) > 6 && strcmp(base + strlen(base) - 6, ".proto") == 0)
             base[strlen(base) - 6] = '\0';
         resp->file[resp->n_file++] = new_file(xconcat(base, ".rpc-c.h", (char *)NULL), h);
@@ -127,12 +127,12 @@ int main(int argc, char **argv)
     resp.has_supported_features = 1;
     resp.supported_features = FEATURE_PROTO3_OPTIONAL;
     if (request_load(&req, data, len, &err) != 0)
-        resp.error = xstrdup(err);
+        resp.error = mem_strdup(err);
     else
         generate(&req, &resp);
 
     out_len = google__protobuf__compiler__code_generator_response__get_packed_size(&resp);
-    out = xmalloc(out_len);
+    out = mem_alloc(out_len);
     google__protobuf__compiler__code_generator_response__pack(&resp, out);
     if (fwrite(out, 1, out_len, stdout) != out_len || fflush(stdout) != 0) {
         fprintf(stderr, "protoc-gen-rpc-c: writing stdout: %s\n", strerror(errno));

@@ -142,7 +142,7 @@ static bool has_suffix(const char *s, const char *suffix)
 
 char *names_strip_proto(const char *path)
 {
-    char *out = xstrdup(path);
+    char *out = mem_strdup(path);
     if (has_suffix(out, ".protodevel"))
         out[strlen(out) - strlen(".protodevel")] = '\0';
     else if (has_suffix(out, ".proto"))
@@ -166,5 +166,5 @@ char *names_member(const char *lower)
         if (strcmp(lower, reserved[i]) == 0)
             return xconcat(lower, "_", (char *)NULL);
     }
-    return xstrdup(lower);
+    return mem_strdup(lower);
 }

@@ -36,7 +36,7 @@ static void read_pb_c_options(req_file *rf, const Google__Protobuf__FileOptions 
         while (wire_next(&p, end, &f) == 1) {
             if (f.number == PB_C_OPTS_C_PACKAGE && f.type == WIRE_LEN) {
                 free(found);
-                found = xmalloc(f.len + 1);
+                found = mem_alloc(f.len + 1);
                 memcpy(found, f.data, f.len);
                 found[f.len] = '\0';
             } else if (f.number == PB_C_OPTS_NO_GENERATE && f.type == WIRE_VARINT) {
@@ -52,7 +52,7 @@ static void add_type(request *r, size_t *cap, const char *prefix, const char *na
 {
     if (r->n_types == *cap) {
         *cap = *cap ? *cap * 2 : 64;
-        r->types = xrealloc(r->types, *cap * sizeof *r->types);
+        r->types = mem_realloc(r->types, *cap * sizeof *r->types);
     }
     r->types[r->n_types].full =
         xconcat(prefix, prefix[0] != '\0' ? "." : "", name ? name : "", (char *)NULL);
@@ -64,7 +64,7 @@ static void index_message(request *r, size_t *cap, const char *prefix,
                           const Google__Protobuf__DescriptorProto *m, const req_file *file)
 {
     add_type(r, cap, prefix, m->name, file);
-    char *full = xstrdup(r->types[r->n_types - 1].full);
+    char *full = mem_strdup(r->types[r->n_types - 1].full);
     for (size_t i = 0; i < m->n_enum_type; i++)
         add_type(r, cap, full, m->enum_type[i]->name, file);
     for (size_t i = 0; i < m->n_nested_type; i++)
@@ -94,7 +94,7 @@ int request_load(request *r, uint8_t *data, size_t len, const char **err)
     }
 
     r->n_files = r->msg->n_proto_file;
-    r->files = xcalloc(r->n_files, sizeof *r->files);
+    r->files = mem_calloc(r->n_files, sizeof *r->files);
     for (size_t i = 0; i < r->n_files; i++) {
         req_file *rf = &r->files[i];
         rf->proto = r->msg->proto_file[i];

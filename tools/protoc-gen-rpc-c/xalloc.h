@@ -7,11 +7,8 @@
 
 #include <stddef.h>
 
-/* Like malloc/calloc/realloc/strdup, but never return NULL (abort instead). */
-void *xmalloc(size_t n);
-void *xcalloc(size_t count, size_t size);
-void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);
+/* Allocation that aborts on OOM comes from lib/mem.h (mem_alloc, mem_strdup, ...). */
+#include "mem.h"
 
 /* Returns a new string "a" + "b" + ... up to a NULL argument. Caller frees. */
 char *xconcat(const char *first, ...);
