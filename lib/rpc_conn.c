@@ -35,26 +35,26 @@ typedef struct outchunk {
 } outchunk;
 
 struct rpc__conn {
-    rpc__worker *w;          /* owner */
-    rpc__link link;          /* in w->conns */
-    int fd;                  /* socket */
-    struct event *rev;       /* readable */
-    struct event *wev;       /* writable; also made active to schedule a flush */
-    struct event *timer;     /* idle / keepalive */
-    nghttp2_session *ng;     /* HTTP/2 state */
-    uint8_t *wbuf;           /* bytes produced by nghttp2 not yet taken by the socket */
-    size_t wlen, woff, wcap; /* used, sent, allocated */
-    rpc__link calls;         /* open calls */
-    size_t n_calls;          /* entries in |calls| */
-    size_t queued;           /* response bytes queued in calls, not yet given to nghttp2 */
-    int64_t last_recv;       /* ms of the last byte read */
-    int64_t ping_sent;       /* ms a keepalive PING went out, 0 when none pending */
-    bool reading_paused;     /* reads stopped for back-pressure */
-    bool goaway;             /* GOAWAY submitted */
-    bool closing;            /* close requested while inside nghttp2 */
-    bool closed;             /* fd closed; waiting to be freed */
-    int in_io;               /* nesting depth of mem_recv/mem_send */
-    char peer[64];           /* "ip:port" */
+    rpc__worker *w;      /* owner */
+    rpc__link link;      /* in w->conns */
+    int fd;              /* socket */
+    struct event *rev;   /* readable */
+    struct event *wev;   /* writable; also made active to schedule a flush */
+    struct event *timer; /* idle / keepalive */
+    nghttp2_session *ng; /* HTTP/2 state */
+    uint8_t *wbuf;       /* bytes produced by nghttp2 not yet taken by the socket */
+    size_t wlen, woff;   /* unsent bytes in |wbuf|, bytes of them already sent */
+    rpc__link calls;     /* open calls */
+    size_t n_calls;      /* entries in |calls| */
+    size_t queued;       /* response bytes queued in calls, not yet given to nghttp2 */
+    int64_t last_recv;   /* ms of the last byte read */
+    int64_t ping_sent;   /* ms a keepalive PING went out, 0 when none pending */
+    bool reading_paused; /* reads stopped for back-pressure */
+    bool goaway;         /* GOAWAY submitted */
+    bool closing;        /* close requested while inside nghttp2 */
+    bool closed;         /* fd closed; waiting to be freed */
+    int in_io;           /* nesting depth of mem_recv/mem_send */
+    char peer[64];       /* "ip:port" */
 };
 
 typedef enum call_state {
@@ -941,6 +941,9 @@ static nghttp2_option *make_option(const rpc_server_config *cfg)
 
 void rpc__conns_cleanup(rpc__worker *w)
 {
+    free(w->wscratch);
+    w->wscratch = NULL;
+    w->wscap = 0;
     if (w->ng_option)
         nghttp2_option_del(w->ng_option);
     if (w->ng_callbacks)
@@ -989,11 +992,16 @@ static void conn_close(rpc__conn *c)
 
 static void conn_after_io(rpc__conn *c);
 
-/* Moves frames from nghttp2 to the socket. Returns false if the connection closed. */
+/* Moves frames from nghttp2 to the socket. Returns false if the connection closed.
+ * Frames are collected in the worker's scratch buffer (up to WBUF_FLUSH bytes per send()); a
+ * connection holds a buffer of its own only for bytes the socket did not take, so an idle
+ * connection keeps none. Nothing re-enters conn_write while the scratch is in use: flushes
+ * asked for from callbacks are scheduled with event_active. */
 static bool conn_write(rpc__conn *c)
 {
+    rpc__worker *w = c->w;
     for (;;) {
-        /* Send what is buffered first. */
+        /* This connection's unsent bytes go first. */
         while (c->woff < c->wlen) {
             ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
             if (n < 0) {
@@ -1008,12 +1016,16 @@ static bool conn_write(rpc__conn *c)
             }
             c->woff += (size_t)n;
         }
-        c->woff = c->wlen = 0;
+        if (c->wbuf) {
+            free(c->wbuf);
+            c->wbuf = NULL;
+            c->woff = c->wlen = 0;
+        }
         if (c->ng == NULL)
             return true;
-        /* Collect up to WBUF_FLUSH bytes of frames, then loop to send them. */
+        size_t len = 0;
         c->in_io++;
-        while (c->wlen < WBUF_FLUSH) {
+        while (len < WBUF_FLUSH) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->ng, &data);
             if (n < 0) {
@@ -1023,29 +1035,42 @@ static bool conn_write(rpc__conn *c)
             }
             if (n == 0)
                 break;
-            if (c->wlen + (size_t)n > c->wcap) {
-                size_t ncap = c->wcap ? c->wcap : 4096;
-                while (ncap < c->wlen + (size_t)n)
+            if (len + (size_t)n > w->wscap) {
+                size_t ncap = w->wscap ? w->wscap : WBUF_FLUSH;
+                while (ncap < len + (size_t)n)
                     ncap *= 2;
-                c->wbuf = mem_realloc(c->wbuf, ncap);
-                c->wcap = ncap;
+                w->wscratch = mem_realloc(w->wscratch, ncap);
+                w->wscap = ncap;
             }
-            memcpy(c->wbuf + c->wlen, data, (size_t)n);
-            c->wlen += (size_t)n;
+            memcpy(w->wscratch + len, data, (size_t)n);
+            len += (size_t)n;
         }
         c->in_io--;
         if (c->closing) {
             conn_close(c);
             return false;
         }
-        if (c->wlen == 0)
+        if (len == 0)
             break;
-    }
-    /* Idle connections keep no write buffer: that is most of a connection's memory. */
-    if (c->wcap > 16384) {
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wcap = 0;
+        size_t off = 0;
+        while (off < len) {
+            ssize_t n = send(c->fd, w->wscratch + off, len - off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                    conn_close(c);
+                    return false;
+                }
+                /* The socket is full: keep the rest on the connection until it is writable. */
+                c->wbuf = mem_dup(w->wscratch + off, len - off);
+                c->wlen = len - off;
+                c->woff = 0;
+                event_add(c->wev, NULL);
+                return true;
+            }
+            off += (size_t)n;
+        }
     }
     event_del(c->wev);
     return true;

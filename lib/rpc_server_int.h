@@ -61,6 +61,8 @@ struct rpc__worker {
     void *worker_data;                       /* from on_worker_start */
     uint8_t rbuf[16384];                     /* shared read buffer: connections own none */
     atomic_int pending_notify;               /* bit set of RPC__NOTIFY_* */
+    uint8_t *wscratch;            /* shared write buffer: connections keep only unsent bytes */
+    size_t wscap;                 /* bytes allocated for |wscratch| */
     nghttp2_option *ng_option;               /* limits, shared by this worker's sessions */
     nghttp2_session_callbacks *ng_callbacks; /* shared by this worker's sessions */
     bool draining;                           /* GOAWAY sent to everyone, no accepts */
