@@ -48,22 +48,22 @@ typedef struct rpc__link {
 } rpc__link;
 
 struct rpc__worker {
-    rpc_server *srv;                         /* owner */
-    int index;                               /* 0..workers-1 */
-    pthread_t thread;                        /* the worker thread */
-    struct event_base *base;                 /* the worker's loop */
-    int listen_fd;                           /* SO_REUSEPORT listener, -1 once closed */
-    struct event *accept_ev;                 /* readable listener */
-    struct event *notify_ev;                 /* cross-thread wake-up (health, shutdown) */
-    rpc__link conns;                         /* live connections */
-    size_t n_conns;                          /* entries in |conns| */
-    rpc__link health_watchers;               /* calls of Health/Watch on this worker */
-    void *worker_data;                       /* from on_worker_start */
-    uint8_t rbuf[16384];                     /* shared read buffer: connections own none */
-    atomic_int pending_notify;               /* bit set of RPC__NOTIFY_* */
-    uint8_t *wscratch;            /* shared write buffer: connections keep only unsent bytes */
-    size_t wscap;                 /* bytes allocated for |wscratch| */
-    nghttp2_option *ng_option;               /* limits, shared by this worker's sessions */
+    rpc_server *srv;           /* owner */
+    int index;                 /* 0..workers-1 */
+    pthread_t thread;          /* the worker thread */
+    struct event_base *base;   /* the worker's loop */
+    int listen_fd;             /* SO_REUSEPORT listener, -1 once closed */
+    struct event *accept_ev;   /* readable listener */
+    struct event *notify_ev;   /* cross-thread wake-up (health, shutdown) */
+    rpc__link conns;           /* live connections */
+    size_t n_conns;            /* entries in |conns| */
+    rpc__link health_watchers; /* calls of Health/Watch on this worker */
+    void *worker_data;         /* from on_worker_start */
+    uint8_t rbuf[16384];       /* shared read buffer: connections own none */
+    atomic_int pending_notify; /* bit set of RPC__NOTIFY_* */
+    uint8_t *wscratch;         /* shared write buffer: connections keep only unsent bytes */
+    size_t wscap;              /* bytes allocated for |wscratch| */
+    nghttp2_option *ng_option; /* limits, shared by this worker's sessions */
     nghttp2_session_callbacks *ng_callbacks; /* shared by this worker's sessions */
     bool draining;                           /* GOAWAY sent to everyone, no accepts */
     bool stopping;                           /* drain deadline passed: cancel everything */
