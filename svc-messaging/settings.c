@@ -58,7 +58,7 @@ int settings_load(settings *s)
     s->membership_chats = get_u32("membership-cache-chats", 200000, 16, 100000000);
     s->membership_max_loads = get_u32("membership-max-loads", 1024, 1, 1000000);
     s->send_timeout_ms = get_u32("send-timeout-ms", 10000, 100, 3600000);
-    s->linger_ms = get_u32("kafka-linger-ms", 0, 0, 10000);
+    s->linger_ms = get_u32("kafka-linger-ms", 1, 0, 10000);
     s->dedupe_ttl_s = get_u32("dedupe-ttl-s", 86400, 1, 30 * 86400);
     s->redis_timeout_ms = get_u32("redis-timeout-ms", 5000, 0, 600000);
     s->presence_ttl_ms = get_u32("presence-ttl-ms", 30000, 5000, 120000);

@@ -24,8 +24,11 @@
  *   --membership-cache-chats N                    chats kept in the membership cache, 200000
  *   --membership-max-loads N                      GetChat loads in flight per loop, 1024
  *   --send-timeout-ms N     [SEND_TIMEOUT_MS]     Kafka message.timeout.ms, default 10000
- *   --kafka-linger-ms N     [KAFKA_LINGER_MS]     producer linger.ms, default 0 (1 ms made
- *                                                 reports ~100 ms slower with librdkafka 2.0.2)
+ *   --kafka-linger-ms N     [KAFKA_LINGER_MS]     producer linger.ms, default 1: at 2,000
+ *                                                 msg/s one produce request per message (0)
+ *                                                 cost the broker and this process twice the
+ *                                                 CPU and gave a 5x longer p99
+ *                                                 (bench/messaging/README.md)
  *   --dedupe-ttl-s N        [DEDUPE_TTL_S]        default 86400
  *   --redis-timeout-ms N    [REDIS_TIMEOUT_MS]    default 5000
  *   --presence-ttl-ms N     [PRESENCE_TTL_MS]     Connect-ed devices are heartbeated with this

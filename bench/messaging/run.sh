@@ -41,9 +41,16 @@ start_service "$dir" svc-messaging "$port" "$mport" --workers "${WORKERS:-2}" \
 pid=$(cat "$dir/pids/svc-messaging-$port.pid")
 sleep 3 # consumer assignment and offset reset before the chat is created
 common=(--addr "127.0.0.1:$port" --brokers "$KAFKA_BROKERS" --secret "$JWT_SECRET")
+# WARMUP_SECONDS (default 30): the broker JVM compiles its produce/fetch paths during
+# the first tens of seconds of load; a long-running broker has done so, so the
+# measurement starts after a discarded warm-up run at the same rate (0: no warm-up)
+if [[ $what != conns ]] && ((${WARMUP_SECONDS:-30} > 0)); then
+    echo "== warm-up: ${WARMUP_SECONDS:-30} s at ${RATE:-2000} msg/s (not measured)"
+    "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${WARMUP_SECONDS:-30}" \
+        --senders 8 >/dev/null
+fi
 if [[ $what == send || $what == all ]]; then
-    # SEND_REPEAT=2: the first run includes the service's first produce (topic metadata,
-    # leader connection); later runs show the steady state
+    # SEND_REPEAT=N: N measured runs on the same service and broker
     for ((r = 0; r < ${SEND_REPEAT:-1}; r++)); do
         wait_quiet
         "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" \
