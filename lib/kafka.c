@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -48,13 +49,6 @@ void kafka_config_init(kafka_config *cfg)
     cfg->max_inflight = 100000;
     cfg->offsets = KAFKA_OFFSETS_AUTO;
     cfg->batch_max = 500;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* librdkafka logs from its own threads; log_write is thread-safe. */
@@ -194,9 +188,9 @@ static void producer_destroy(kafka_producer *p)
         /* Every accepted message gets its report before the handle goes: purge, then serve
          * the purge reports (in-flight purges complete on broker threads, hence the loop). */
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        int64_t end = mono_ms() + 5000;
+        int64_t end = clock_mono_ms() + 5000;
         rd_kafka_poll(p->rk, 0);
-        while (p->inflight > 0 && mono_ms() < end)
+        while (p->inflight > 0 && clock_mono_ms() < end)
             rd_kafka_poll(p->rk, 10);
         if (p->inflight > 0)
             log_warn("%s: %zu delivery reports still missing at shutdown", p->name, p->inflight);
@@ -247,7 +241,7 @@ static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
     if (!p->closing)
         rd_kafka_poll(p->rk, 0);
     if (!p->closing && p->flush_done != NULL &&
-        (p->inflight == 0 || mono_ms() >= p->flush_deadline)) {
+        (p->inflight == 0 || clock_mono_ms() >= p->flush_deadline)) {
         void (*done)(kafka_producer *, size_t, void *) = p->flush_done;
         p->flush_done = NULL;
         event_del(p->flush_timer);
@@ -400,7 +394,7 @@ int kafka_producer_flush(kafka_producer *p, uint32_t timeout_ms,
         return KAFKA_E_STATE;
     p->flush_done = done;
     p->flush_ud = user_data;
-    p->flush_deadline = mono_ms() + timeout_ms;
+    p->flush_deadline = clock_mono_ms() + timeout_ms;
     /* Reports arrive through the wake pipe; the timer only checks progress and the deadline
      * (its first run is immediate, so an empty producer completes at once). */
     struct timeval tv = {0, 10000};

@@ -12,6 +12,7 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -49,21 +50,6 @@ void pg_config_init(pg_config *cfg)
     cfg->connect_timeout_ms = 5000;
     cfg->reconnect_min_ms = 100;
     cfg->reconnect_max_ms = 5000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void arm_ms(struct event *ev, int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    event_add(ev, &tv);
 }
 
 typedef enum pc_state {
@@ -253,7 +239,7 @@ static bool leave(pg_pool *p)
 
 static void queue_push(pg_pool *p, pg_query *q)
 {
-    q->enq_ms = mono_ms();
+    q->enq_ms = clock_mono_ms();
     q->next = NULL;
     if (p->qtail != NULL)
         p->qtail->next = q;
@@ -282,7 +268,7 @@ static void arm_qtimer(pg_pool *p)
         event_del(p->qtimer);
         return;
     }
-    arm_ms(p->qtimer, p->qhead->enq_ms + p->cfg.queue_timeout_ms - mono_ms());
+    clock_event_add_ms(p->qtimer, p->qhead->enq_ms + p->cfg.queue_timeout_ms - clock_mono_ms());
 }
 
 /* Gives |q| its callback with |err| (no result) and frees it. */
@@ -301,7 +287,7 @@ static void on_qtimer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     pg_pool *p = arg;
     enter(p);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     while (!p->closing && p->qhead != NULL &&
            now - p->qhead->enq_ms >= (int64_t)p->cfg.queue_timeout_ms) {
         pg_query *q = queue_pop(p);
@@ -363,7 +349,7 @@ static void close_pq(pg_conn *c)
 static void schedule_reconnect(pg_conn *c, bool was_up, const char *why)
 {
     pg_pool *p = c->pool;
-    if (was_up && mono_ms() - c->up_since >= 1000)
+    if (was_up && clock_mono_ms() - c->up_since >= 1000)
         c->attempt = 0;
     uint64_t delay = (uint64_t)p->cfg.reconnect_min_ms << (c->attempt < 20 ? c->attempt : 20);
     if (delay > p->cfg.reconnect_max_ms)
@@ -379,7 +365,7 @@ static void schedule_reconnect(pg_conn *c, bool was_up, const char *why)
                  was_up ? "connection lost" : "cannot connect", why, (unsigned long long)delay);
     c->attempt++;
     event_del(c->timer);
-    arm_ms(c->timer, (int64_t)delay);
+    clock_event_add_ms(c->timer, (int64_t)delay);
 }
 
 /* The connection is gone (or never came up). Fails the running query; a held connection stays
@@ -419,7 +405,7 @@ static void connected(pg_conn *c)
     PQsetnonblocking(c->pq, 1);
     event_del(c->timer);
     c->state = PC_IDLE;
-    c->up_since = mono_ms();
+    c->up_since = clock_mono_ms();
     c->attempt = 0;
     log_info("%s[%u]: connected to %s:%s", p->name, c->idx, PQhost(c->pq) ? PQhost(c->pq) : "?",
              PQport(c->pq) ? PQport(c->pq) : "?");
@@ -727,7 +713,7 @@ static void start_resolve(pg_conn *c)
 static void conn_start(pg_conn *c)
 {
     pg_pool *p = c->pool;
-    arm_ms(c->timer, p->cfg.connect_timeout_ms);
+    clock_event_add_ms(c->timer, p->cfg.connect_timeout_ms);
     if (p->needs_dns)
         start_resolve(c);
     else
@@ -976,7 +962,7 @@ int pg_pool_new(pg_pool **out, struct event_base *base, const pg_config *cfg)
         p->cfg.reconnect_min_ms = 1;
     if (p->cfg.reconnect_max_ms < p->cfg.reconnect_min_ms)
         p->cfg.reconnect_max_ms = p->cfg.reconnect_min_ms;
-    p->rng = (uint32_t)mono_ms() ^ (uint32_t)(uintptr_t)p ^ (uint32_t)getpid();
+    p->rng = (uint32_t)clock_mono_ms() ^ (uint32_t)(uintptr_t)p ^ (uint32_t)getpid();
     if (p->rng == 0)
         p->rng = 0x2545f491u;
     p->qtimer = evtimer_new(base, on_qtimer, p);

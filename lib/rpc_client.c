@@ -49,6 +49,7 @@
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "rpc_wire.h"
@@ -232,21 +233,6 @@ struct rpc_ccall {
 
 /* ------------------------------------------------------------------------------------------ */
 /* small helpers                                                                               */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void timer_arm(struct event *ev, int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(ev, &tv);
-}
 
 static double rng_uniform(rpc_channel *ch)
 {
@@ -536,7 +522,7 @@ static int call_submit(cconn *conn, rpc_ccall *call)
         nv_push(nv, &n, "grpc-encoding", "gzip", 4);
     if (call->deadline_ms > 0) {
         /* What is left of the deadline after waiting for the connection. */
-        rpc_timeout_format(call->deadline_ms - now_ms(), tbuf, sizeof(tbuf));
+        rpc_timeout_format(call->deadline_ms - clock_mono_ms(), tbuf, sizeof(tbuf));
         nv_push(nv, &n, "grpc-timeout", tbuf, strlen(tbuf));
     }
     for (size_t i = 0; i < call->req_md.n; i++) {
@@ -830,7 +816,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t erro
         call->sref = NULL; /* freed above */
         int code = rst_to_grpc(error_code);
         /* A server cancels a call whose grpc-timeout ran out; it may beat our own timer. */
-        if (code == RPC_STATUS_CANCELLED && call->deadline_ms > 0 && now_ms() >= call->deadline_ms)
+        if (code == RPC_STATUS_CANCELLED && call->deadline_ms > 0 &&
+            clock_mono_ms() >= call->deadline_ms)
             call_finish(call, RPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded", -1);
         else
             call_finish(call, code, buf, -1);
@@ -984,9 +971,9 @@ static void conn_fail(cconn *conn, const char *why)
             snprintf(ch->last_error, sizeof(ch->last_error), "%s", msg);
             ch->attempts++;
             ch->state = CH_BACKOFF;
-            timer_arm(ch->backoff_ev, ch->retry_at_ms - now_ms());
+            clock_event_add_ms(ch->backoff_ev, ch->retry_at_ms - clock_mono_ms());
             log_debug("rpc client: %s: attempt failed (%s), retry in %lld ms", ch->target, msg,
-                      (long long)(ch->retry_at_ms - now_ms()));
+                      (long long)(ch->retry_at_ms - clock_mono_ms()));
         } else {
             ch->state = CH_IDLE;
         }
@@ -1039,7 +1026,7 @@ static void conn_ready(cconn *conn)
         ch->state = CH_READY;
     log_debug("rpc client: %s: connected", ch->target);
     if (ch->cfg.keepalive_ms > 0)
-        timer_arm(conn->timer, ch->cfg.keepalive_ms);
+        clock_event_add_ms(conn->timer, ch->cfg.keepalive_ms);
     while (!clink_empty(&ch->pending)) {
         rpc_ccall *c = CONTAINER_OF(ch->pending.next, rpc_ccall, link);
         c->fail_fast = false;
@@ -1105,7 +1092,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     case NGHTTP2_PING:
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && conn->ping_outstanding) {
             conn->ping_outstanding = false;
-            timer_arm(conn->timer, conn->ch->cfg.keepalive_ms); /* was waiting for the ACK */
+            clock_event_add_ms(conn->timer,
+                               conn->ch->cfg.keepalive_ms); /* was waiting for the ACK */
         }
         break;
     case NGHTTP2_HEADERS:
@@ -1146,7 +1134,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < CLIENT_READS_PER_EVENT && conn->state != CONN_DEAD; i++) {
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
         if (n > 0) {
-            conn->last_read_ms = now_ms();
+            conn->last_read_ms = clock_mono_ms();
             ssize_t rv = nghttp2_session_mem_recv(conn->ng, buf, (size_t)n);
             if (conn->state == CONN_DEAD || ch->free_pending)
                 break;
@@ -1211,7 +1199,7 @@ static void conn_start_session(cconn *conn)
     nghttp2_submit_settings(conn->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(conn->ng, NGHTTP2_FLAG_NONE, 0, CLIENT_CONN_WINDOW);
     conn->state = CONN_HANDSHAKE;
-    conn->last_read_ms = now_ms();
+    conn->last_read_ms = clock_mono_ms();
     event_add(conn->rev, NULL);
     conn_flush(conn);
     (void)ch;
@@ -1255,7 +1243,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         snprintf(why, sizeof(why), "connect to %s: timed out", ch->target);
         conn_fail(conn, why);
     } else if (conn->state != CONN_DEAD && ch->cfg.keepalive_ms > 0) {
-        int64_t now = now_ms();
+        int64_t now = clock_mono_ms();
         if (conn->ping_outstanding && now - conn->ping_sent_ms >= KEEPALIVE_TIMEOUT_MS) {
             snprintf(why, sizeof(why), "keepalive PING to %s not answered", ch->target);
             conn_fail(conn, why);
@@ -1267,9 +1255,10 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
                 conn_flush(conn);
             }
             if (conn->state != CONN_DEAD)
-                timer_arm(conn->timer, conn->ping_outstanding
-                                           ? KEEPALIVE_TIMEOUT_MS - (now - conn->ping_sent_ms)
-                                           : ch->cfg.keepalive_ms - (now - conn->last_read_ms));
+                clock_event_add_ms(conn->timer,
+                                   conn->ping_outstanding
+                                       ? KEEPALIVE_TIMEOUT_MS - (now - conn->ping_sent_ms)
+                                       : ch->cfg.keepalive_ms - (now - conn->last_read_ms));
         }
     }
     ch_leave(ch);
@@ -1443,7 +1432,7 @@ static void ch_leave(rpc_channel *ch)
 /* Starts a connection attempt (the work happens in the deferred event). */
 static void channel_connect(rpc_channel *ch)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     if (ch->attempts == 0) {
         ch->backoff_ms = ch->cfg.backoff_initial_ms;
         ch->retry_at_ms = now + ch->backoff_ms;
@@ -1462,7 +1451,7 @@ static void channel_connect(rpc_channel *ch)
     int64_t limit = ch->retry_at_ms - now;
     if (limit < (int64_t)ch->cfg.connect_timeout_ms)
         limit = ch->cfg.connect_timeout_ms;
-    timer_arm(conn->timer, limit);
+    clock_event_add_ms(conn->timer, limit);
     event_active(ch->defer_ev, EV_TIMEOUT, 0);
 }
 
@@ -1591,7 +1580,7 @@ int rpc_channel_new(rpc_channel **out, struct event_base *base, const char *targ
     clink_init(&ch->pending);
     ch->backoff_ev = evtimer_new(base, backoff_cb, ch);
     ch->defer_ev = event_new(base, -1, 0, defer_cb, ch);
-    ch->rng = (uint64_t)now_ms() * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)(uintptr_t)ch;
+    ch->rng = (uint64_t)clock_mono_ms() * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)(uintptr_t)ch;
     if (ch->rng == 0)
         ch->rng = 1;
     snprintf(ch->last_error, sizeof(ch->last_error), "not connected to %s", target);
@@ -1681,9 +1670,9 @@ int rpc_ccall_start(rpc_ccall **out, rpc_channel *ch, const rpc_method_desc *m,
         }
     }
     if (opts->timeout_ms > 0) {
-        call->deadline_ms = now_ms() + opts->timeout_ms;
+        call->deadline_ms = clock_mono_ms() + opts->timeout_ms;
         call->deadline_ev = evtimer_new(ch->base, deadline_cb, call);
-        timer_arm(call->deadline_ev, opts->timeout_ms);
+        clock_event_add_ms(call->deadline_ev, opts->timeout_ms);
     }
     call->state = CALL_PENDING;
 
@@ -1825,7 +1814,7 @@ int rpc_run_until(struct event_base *base, const bool *done, int64_t timeout_ms)
     struct event *t = NULL;
     if (timeout_ms > 0) {
         t = evtimer_new(base, run_until_timeout_cb, &timed_out);
-        timer_arm(t, timeout_ms);
+        clock_event_add_ms(t, timeout_ms);
     }
     while (!*done && !timed_out) {
         /* 1: nothing left that could ever set *done. */

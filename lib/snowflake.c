@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -47,9 +48,7 @@ struct snowflake {
 
 int64_t snowflake_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 int snowflake_new(snowflake **out, unsigned site, int instance)
@@ -234,21 +233,6 @@ struct snowflake_lease {
     bool freed;                 /* snowflake_lease_free() was called */
 };
 
-static int64_t lease_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void lease_arm(struct event *ev, int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    event_add(ev, &tv);
-}
-
 void snowflake_lease_config_init(snowflake_lease_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -311,7 +295,7 @@ static void wait_retry(snowflake_lease *l)
 {
     l->state = LEASE_WAITING;
     event_del(l->tick);
-    lease_arm(l->tick, l->cfg.retry_ms);
+    clock_event_add_ms(l->tick, l->cfg.retry_ms);
 }
 
 static void lease_lost(snowflake_lease *l, const char *why)
@@ -389,9 +373,9 @@ static void on_acquire(redis_client *c, const redisReply *r, int status, void *u
     l->scan_failures = 0;
     l->valid_until = sent + l->cfg.ttl_ms - l->cfg.ttl_ms / 5;
     event_del(l->deadline);
-    lease_arm(l->deadline, l->valid_until - lease_mono_ms());
+    clock_event_add_ms(l->deadline, l->valid_until - clock_mono_ms());
     event_del(l->tick);
-    lease_arm(l->tick, l->cfg.renew_ms);
+    clock_event_add_ms(l->tick, l->cfg.renew_ms);
     snowflake_set_instance(l->gen, n);
     log_info("snowflake: leased instance %u/%d as %s", snowflake_get_site(l->gen), n, l->owner);
     if (l->cb != NULL)
@@ -422,7 +406,7 @@ static void try_next(snowflake_lease *l)
     const char *argv[] = {lk, hk, l->owner, ttl, now};
     l->op = OP_ACQUIRE;
     l->op_instance = n;
-    l->op_sent = lease_mono_ms();
+    l->op_sent = clock_mono_ms();
     int rv = redis_client_eval(l->redis, l->acquire, 2, 5, argv, NULL, on_acquire, l);
     if (rv != 0) {
         l->op = OP_NONE;
@@ -438,7 +422,7 @@ static void scan_start(snowflake_lease *l)
         return; /* the reply in flight continues the work */
     l->scan_left = l->cfg.instance_count;
     /* A random start spreads processes that boot together over the range. */
-    unsigned r = (unsigned)(lease_mono_ms() ^ (int64_t)getpid() ^ (int64_t)(uintptr_t)l);
+    unsigned r = (unsigned)(clock_mono_ms() ^ (int64_t)getpid() ^ (int64_t)(uintptr_t)l);
     l->scan_next = l->cfg.first_instance + r % l->cfg.instance_count;
     try_next(l);
 }
@@ -465,7 +449,7 @@ static void on_renew(redis_client *c, const redisReply *r, int status, void *ud)
         if (r->integer == 1) {
             l->valid_until = sent + l->cfg.ttl_ms - l->cfg.ttl_ms / 5;
             event_del(l->deadline);
-            lease_arm(l->deadline, l->valid_until - lease_mono_ms());
+            clock_event_add_ms(l->deadline, l->valid_until - clock_mono_ms());
         } else {
             lease_lost(l, "taken over or expired in Redis");
         }
@@ -488,7 +472,7 @@ static void send_renew(snowflake_lease *l)
     const char *argv[] = {lk, hk, l->owner, ttl, hw};
     l->op = OP_RENEW;
     l->op_instance = l->instance;
-    l->op_sent = lease_mono_ms();
+    l->op_sent = clock_mono_ms();
     if (redis_client_eval(l->redis, l->renew, 2, 5, argv, NULL, on_renew, l) != 0)
         l->op = OP_NONE;
 }
@@ -501,7 +485,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     lease_enter(l);
     if (l->state == LEASE_HELD) {
         send_renew(l);
-        lease_arm(l->tick, l->cfg.renew_ms);
+        clock_event_add_ms(l->tick, l->cfg.renew_ms);
     } else if (l->state == LEASE_WAITING) {
         scan_start(l);
     }
@@ -514,10 +498,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     snowflake_lease *l = arg;
     lease_enter(l);
-    if (l->state == LEASE_HELD && lease_mono_ms() >= l->valid_until)
+    if (l->state == LEASE_HELD && clock_mono_ms() >= l->valid_until)
         lease_lost(l, "not renewed in time");
     else if (l->state == LEASE_HELD)
-        lease_arm(l->deadline, l->valid_until - lease_mono_ms());
+        clock_event_add_ms(l->deadline, l->valid_until - clock_mono_ms());
     lease_leave(l);
 }
 
@@ -547,7 +531,7 @@ int snowflake_lease_new(snowflake_lease **out, struct event_base *base, redis_cl
         gethostname(host, sizeof(host) - 1);
         host[sizeof(host) - 1] = '\0';
         char buf[160];
-        unsigned rnd = (unsigned)(snowflake_wall_ms() ^ lease_mono_ms() ^ (int64_t)(uintptr_t)l);
+        unsigned rnd = (unsigned)(snowflake_wall_ms() ^ clock_mono_ms() ^ (int64_t)(uintptr_t)l);
         snprintf(buf, sizeof(buf), "%s:%ld:%08x", host, (long)getpid(), rnd);
         l->owner = mem_strdup(buf);
     }
