@@ -66,9 +66,11 @@ static void free_users(op *o)
     o->nusers = 0;
 }
 
-static void op_unref(op *o)
+/* Drops |n| references at once (n may be 0). */
+static void op_unref_n(op *o, int n)
 {
-    if (--o->refs > 0)
+    o->refs -= n;
+    if (o->refs > 0)
         return;
     if (o->wt != NULL)
         waiter_free(o->wt);
@@ -77,6 +79,11 @@ static void op_unref(op *o)
     free_users(o);
     rpc_call_unref(o->call);
     free(o);
+}
+
+static void op_unref(op *o)
+{
+    op_unref_n(o, 1);
 }
 
 static void op_finish_status(op *o, int code, const char *msg)
@@ -105,16 +112,17 @@ static void op_reply(op *o, const ProtobufCMessage *msg)
     rpc_call_reply(o->call, msg);
 }
 
-/* Drops the read-your-writes wait and its reference. */
-static void drop_wait(op *o)
+/* Drops the read-your-writes wait; returns the number of references it held (0 or 1), which
+ * the caller drops (with its own, in one op_unref_n: o stays valid until then). */
+static int take_wait(op *o)
 {
     if (o->timer != NULL)
         event_del(o->timer);
     if (o->wt == NULL)
-        return;
+        return 0;
     waiter_free(o->wt);
     o->wt = NULL;
-    op_unref(o);
+    return 1;
 }
 
 static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *data)
@@ -122,11 +130,9 @@ static void on_cancel(rpc_call *call, rpc_cancel_reason reason, void *data)
     (void)call;
     (void)reason;
     op *o = data;
-    op_ref(o);
     stats_rpc(o->method,
               reason == RPC_CANCEL_DEADLINE ? RPC_STATUS_DEADLINE_EXCEEDED : RPC_STATUS_CANCELLED);
-    drop_wait(o);
-    op_unref(o);
+    op_unref_n(o, take_wait(o));
 }
 
 /* Authenticates and creates the op (one reference: the handler's). NULL when finished. */
@@ -585,23 +591,22 @@ static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     op *o = arg;
-    op_ref(o);
     op_fail(o, RPC_STATUS_DEADLINE_EXCEEDED,
             "the write was not applied by this site's store in time; it may still be applied");
-    drop_wait(o);
-    op_unref(o);
+    op_unref_n(o, take_wait(o));
 }
 
 static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
 {
     (void)p;
     op *o = ud;
+    int refs = 1; /* the delivery report's */
     if (d->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         log_warn("%s: chat.events did not confirm the record: %s", o->method, d->errstr);
         op_fail(o, RPC_STATUS_UNAVAILABLE, "the log did not confirm the write: %s", d->errstr);
-        drop_wait(o);
+        refs += take_wait(o);
     }
-    op_unref(o);
+    op_unref_n(o, refs);
 }
 
 /* Fills the common fields of |ev|, produces it and waits for the materializer; then runs
@@ -647,9 +652,8 @@ static void publish(op *o, Chat__V1__ChatEvent *ev, const char *request_id, void
                              len, &h, request_id ? 1 : 0, on_delivery, o);
     free(buf);
     if (rv != 0) {
-        op_unref(o);
         op_fail(o, RPC_STATUS_UNAVAILABLE, "cannot produce to the log: %s", kafka_strerror(rv));
-        drop_wait(o);
+        op_unref_n(o, 1 + take_wait(o)); /* the report's that will not come, and the wait's */
     }
 }
 
