@@ -346,7 +346,8 @@ static void set_all_health(rpc_server *srv, int status)
     notify_workers(srv, RPC__NOTIFY_HEALTH);
 }
 
-static int listen_socket(const rpc_server *srv, uint16_t port, uint16_t *bound)
+/* A listening socket with SO_REUSEPORT on |port| (0: any); |first|: the process's first. */
+static int listen_socket(const rpc_server *srv, uint16_t port, bool first, uint16_t *bound)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -364,10 +365,23 @@ static int listen_socket(const rpc_server *srv, uint16_t port, uint16_t *bound)
     } else {
         return -EINVAL;
     }
+    int one = 1;
+    if (port != 0 && first) {
+        /* SO_REUSEPORT would let this process share a port another process (same uid) is
+         * listening on, each getting part of the connections. Before the first socket, a
+         * bind without it tells whether anyone holds the port. */
+        int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return -errno;
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        int e = bind(probe, (struct sockaddr *)&ss, sl) < 0 ? errno : 0;
+        close(probe);
+        if (e != 0)
+            return -e;
+    }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
@@ -498,7 +512,7 @@ int rpc_server_start(rpc_server *srv)
         rpc__link_init(&w->health_watchers);
         uint16_t bound = 0;
         /* The first socket may pick the port; the others join it with SO_REUSEPORT. */
-        int fd = listen_socket(srv, port, &bound);
+        int fd = listen_socket(srv, port, i == 0, &bound);
         if (fd < 0) {
             rv = fd;
             goto fail;

@@ -69,7 +69,7 @@ start_server() {
         "$bin" --host 127.0.0.1 --port "$port" --workers 2 >"$log" 2>&1 &
         pid=$!
         for _ in $(seq 1 100); do
-            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            if grep -q "serving gRPC on 127.0.0.1:$port " "$log"; then
                 pids+=("$pid")
                 logs+=("$log")
                 started_pid=$pid started_port=$port started_log=$log

@@ -51,7 +51,7 @@ for attempt in 1 2 3 4 5; do
     "$server" --host 127.0.0.1 --port "$port" --workers 2 >"$log" 2>&1 &
     spid=$!
     for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if grep -q "serving gRPC on 127.0.0.1:$port " "$log"; then
             break 2
         fi
         kill -0 "$spid" 2>/dev/null || break
