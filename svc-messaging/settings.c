@@ -26,6 +26,27 @@ static int site_ok(const char *s)
     return 1;
 }
 
+/* librdkafka takes linger.ms as a float: "0", "0.5", "1", ... 0..10000 with at most 3
+ * decimals (a plain decimal: no sign, exponent or spaces). */
+static int linger_ok(const char *s)
+{
+    unsigned long thousandths = 0;
+    size_t i = 0, digits = 0, decimals = 0;
+    for (; s[i] >= '0' && s[i] <= '9' && digits < 6; i++, digits++)
+        thousandths = thousandths * 10 + (unsigned long)(s[i] - '0');
+    if (digits == 0)
+        return 0;
+    thousandths *= 1000;
+    if (s[i] == '.') {
+        unsigned long scale = 100;
+        for (i++; s[i] >= '0' && s[i] <= '9' && decimals < 3; i++, decimals++, scale /= 10)
+            thousandths += (unsigned long)(s[i] - '0') * scale;
+        if (decimals == 0)
+            return 0;
+    }
+    return s[i] == '\0' && thousandths <= 10000000;
+}
+
 int settings_load(settings *s)
 {
     memset(s, 0, sizeof(*s));
@@ -58,7 +79,13 @@ int settings_load(settings *s)
     s->membership_chats = get_u32("membership-cache-chats", 200000, 16, 100000000);
     s->membership_max_loads = get_u32("membership-max-loads", 1024, 1, 1000000);
     s->send_timeout_ms = get_u32("send-timeout-ms", 10000, 100, 3600000);
-    s->linger_ms = get_u32("kafka-linger-ms", 1, 0, 10000);
+    s->linger_ms = conf_get_str("kafka-linger-ms", "1");
+    if (!linger_ok(s->linger_ms)) {
+        log_error("kafka-linger-ms: '%s' is not a number of ms in 0..10000 with at most 3 "
+                  "decimals",
+                  s->linger_ms);
+        return -1;
+    }
     s->dedupe_ttl_s = get_u32("dedupe-ttl-s", 86400, 1, 30 * 86400);
     s->redis_timeout_ms = get_u32("redis-timeout-ms", 5000, 0, 600000);
     s->presence_ttl_ms = get_u32("presence-ttl-ms", 30000, 5000, 120000);

@@ -24,7 +24,8 @@
  *   --membership-cache-chats N                    chats kept in the membership cache, 200000
  *   --membership-max-loads N                      GetChat loads in flight per loop, 1024
  *   --send-timeout-ms N     [SEND_TIMEOUT_MS]     Kafka message.timeout.ms, default 10000
- *   --kafka-linger-ms N     [KAFKA_LINGER_MS]     producer linger.ms, default 1: at 2,000
+ *   --kafka-linger-ms N     [KAFKA_LINGER_MS]     producer linger.ms (0..10000, decimals
+ *                                                 allowed: 0.5), default 1: at 2,000
  *                                                 msg/s one produce request per message (0)
  *                                                 cost the broker and this process twice the
  *                                                 CPU and gave a 5x longer p99
@@ -68,7 +69,7 @@ typedef struct settings {
     uint32_t membership_chats;     /* cache entries */
     uint32_t membership_max_loads; /* per loader */
     uint32_t send_timeout_ms;      /* Kafka message timeout */
-    uint32_t linger_ms;            /* Kafka linger */
+    const char *linger_ms;         /* Kafka linger.ms, a decimal (validated) */
     uint32_t dedupe_ttl_s;         /* Redis dedupe TTL */
     uint32_t redis_timeout_ms;     /* Redis command timeout */
     uint32_t presence_ttl_ms;      /* heartbeat TTL of Connect-ed devices */

@@ -167,7 +167,7 @@ void *worker_start(rpc_server *srv, int index, struct event_base *base, void *us
     kafka_config_init(&kcfg);
     snprintf(name, sizeof(name), "messaging-producer[%d]", index);
     char linger[48], timeout[48];
-    snprintf(linger, sizeof(linger), "linger.ms=%u", cfg->linger_ms);
+    snprintf(linger, sizeof(linger), "linger.ms=%s", cfg->linger_ms);
     snprintf(timeout, sizeof(timeout), "message.timeout.ms=%u", cfg->send_timeout_ms);
     const char *props[] = {linger, timeout, "socket.nagle.disable=true", NULL};
     kcfg.brokers = cfg->kafka_brokers;
