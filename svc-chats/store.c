@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "hash.h"
+#include "hashblocks.h"
 #include "sqlarr.h"
 
 #define MSG_COLS                                                                                   \
@@ -96,48 +97,59 @@ int store_range_hash(pg_pool *pool, uint64_t chat_id, const char *user, uint64_t
 {
     char id[24];
     fmt_i64(id, store_clamp(chat_id));
-    /* [from, to) as the inclusive bigint range [lo_v, hi_v]; empty when from > INT64_MAX. */
-    int64_t lo_v = INT64_MAX, hi_v = INT64_MAX - 1;
-    if (from <= (uint64_t)INT64_MAX) {
-        lo_v = (int64_t)from;
-        hi_v = store_clamp(to - 1);
-    }
-    /* One inclusive id range per bucket (the bucket of an id is the last lower bound <= it),
-     * each summed by its own index-only range scan: no per-row width_bucket() and hash
-     * aggregate, which took half the time of a 100,000-row hash. Empty buckets give no row. */
-    sqlarr los, his;
-    sqlarr_init(&los);
-    sqlarr_init(&his);
+    /* Each bucket is split into runs of whole blocks of message_hash_blocks (a few hundred rows
+     * for any range) and at most two short raw id ranges of messages (hashblocks.h); every piece
+     * is one index range scan, summed per bucket. Buckets without messages give no row. */
+    sqlarr rb, rbits, rfirst, rlast, mb, mfirst, mlast;
+    sqlarr *all[] = {&rb, &rbits, &rfirst, &rlast, &mb, &mfirst, &mlast};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        sqlarr_init(all[i]);
     uint32_t buckets = n == 0 ? 1 : n;
-    int64_t start = lo_v;
     for (uint32_t i = 0; i < buckets; i++) {
-        int64_t end = hi_v;
-        if (i + 1 < buckets) {
-            uint64_t b, e;
-            hash_bucket_bounds(from, to, n, i + 1, &b, &e);
-            end = store_clamp(b) - 1;
+        uint64_t lo = from, hi = to;
+        if (n > 0)
+            hash_bucket_bounds(from, to, n, i, &lo, &hi);
+        hashblocks_plan plan;
+        hashblocks_split(lo, hi, &plan);
+        for (size_t k = 0; k < plan.nruns; k++) {
+            sqlarr_add_i64(&rb, i + 1);
+            sqlarr_add_i64(&rbits, plan.runs[k].bits);
+            sqlarr_add_i64(&rfirst, plan.runs[k].first);
+            sqlarr_add_i64(&rlast, plan.runs[k].last);
         }
-        if (i > 0) {
-            uint64_t b, e;
-            hash_bucket_bounds(from, to, n, i, &b, &e);
-            start = store_clamp(b);
+        for (size_t k = 0; k < plan.nraw; k++) {
+            sqlarr_add_i64(&mb, i + 1);
+            sqlarr_add_i64(&mfirst, plan.raw[k].first);
+            sqlarr_add_i64(&mlast, plan.raw[k].last);
         }
-        sqlarr_add_i64(&los, start > lo_v ? start : lo_v);
-        sqlarr_add_i64(&his, end < hi_v ? end : hi_v);
     }
-    const char *v[] = {id, user, sqlarr_str(&los), sqlarr_str(&his)};
-    pg_params p = {.n = 4, .values = v};
-    int rv =
-        pg_pool_query(pool,
-                      ACCESS_CTE "SELECT acc.allowed, x.b, x.n, x.h FROM acc LEFT JOIN LATERAL "
-                                 "(SELECT k.b, s.n, s.h FROM unnest($3::bigint[], $4::bigint[]) "
-                                 "WITH ORDINALITY AS k(lo, hi, b), LATERAL (SELECT count(*) AS n, "
-                                 "bit_xor(h) AS h FROM messages WHERE chat_id = $1::bigint AND "
-                                 "message_id >= k.lo AND message_id <= k.hi) s "
-                                 "WHERE acc.allowed AND s.n > 0) x ON true ORDER BY x.b",
-                      &p, cb, ud);
-    sqlarr_free(&los);
-    sqlarr_free(&his);
+    const char *v[] = {id,
+                       user,
+                       sqlarr_str(&rb),
+                       sqlarr_str(&rbits),
+                       sqlarr_str(&rfirst),
+                       sqlarr_str(&rlast),
+                       sqlarr_str(&mb),
+                       sqlarr_str(&mfirst),
+                       sqlarr_str(&mlast)};
+    pg_params p = {.n = 9, .values = v};
+    int rv = pg_pool_query(
+        pool,
+        ACCESS_CTE "SELECT acc.allowed, x.b, x.n, x.h FROM acc LEFT JOIN LATERAL "
+                   "(SELECT p.b, sum(p.n)::bigint AS n, bit_xor(p.h) AS h FROM ("
+                   "SELECT k.b, s.n, s.h FROM unnest($3::int[], $4::smallint[], $5::bigint[], "
+                   "$6::bigint[]) AS k(b, bits, lo, hi), LATERAL (SELECT sum(n) AS n, "
+                   "bit_xor(x) AS h FROM message_hash_blocks WHERE chat_id = $1::bigint AND "
+                   "bits = k.bits AND blk >= k.lo AND blk <= k.hi) s "
+                   "UNION ALL "
+                   "SELECT k.b, s.n, s.h FROM unnest($7::int[], $8::bigint[], $9::bigint[]) "
+                   "AS k(b, lo, hi), LATERAL (SELECT count(*) AS n, bit_xor(h) AS h FROM "
+                   "messages WHERE chat_id = $1::bigint AND message_id >= k.lo AND "
+                   "message_id <= k.hi) s) p "
+                   "WHERE acc.allowed GROUP BY p.b HAVING sum(p.n) > 0) x ON true ORDER BY x.b",
+        &p, cb, ud);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        sqlarr_free(all[i]);
     return rv;
 }
 
