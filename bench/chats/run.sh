@@ -5,12 +5,17 @@
 #      chat.events with kcat before svc-chats starts; the time from its first stored row to
 #      the last gives events/s (one PostgreSQL transaction per batch, fsync on).
 #   2. a 5M-message table loaded with generate_series straight in PostgreSQL (50 chats x 100,000
-#      messages, h computed in SQL with sha256), then with ghz:
+#      messages, h computed in SQL with sha256; Snowflake-shaped ids: bursts of 10 messages, two
+#      per millisecond (seq 0/1), 1-800 ms apart, one burst every ~4.3 min over 30 days, so the
+#      range-hash block aggregates see realistic ids), then with ghz:
 #        GetHistory 50 messages, newest page (Redis cache) and a middle page (PostgreSQL);
-#        GetRangeHash over one chat's 100,000 messages, without and with 16 buckets.
+#        GetRangeHash over one chat's 100,000 messages, without and with 16 and 256 buckets.
 #
 #   BUILD_DIR=build bench/chats/run.sh [materializer|reads|all]   (EVENTS=100000 CHATS=100
 #                                                                   N=20000 C=8)
+#   SPREAD_S=0: the materializer's message ids are consecutive within one millisecond (as
+#   before); SPREAD_S=86400 spreads their timestamps evenly over that many seconds back from now,
+#   so each message of a chat lands in other range-hash blocks (harder on the triggers).
 #   N_RANGE=1000, RPS_RANGE: calls and rate of the GetRangeHash runs.  RPS=500: ghz offers that many calls/s (open loop) instead of keeping C in flight.
 #   QUIET_LOAD=1.5: before each measurement wait (up to QUIET_WAIT s) until the 1-minute load
 #   average is below it; every measurement prints the load average it started under.
@@ -25,6 +30,7 @@ C=${C:-8}
 WHAT=${1:-all}
 QUIET_LOAD=${QUIET_LOAD:-1.5}
 QUIET_WAIT=${QUIET_WAIT:-1800}
+SPREAD_S=${SPREAD_S:-0}
 source "$SRC/tools/stack-lib.sh"
 PY=${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/venv/bin/python3
 GHZ=$(command -v ghz || echo "${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/bin/ghz")
@@ -50,9 +56,10 @@ if [[ $WHAT == materializer || $WHAT == all ]]; then
 echo "== generating $EVENTS events over $CHATS chats" >&2
 gen=$dir/gen
 mkdir -p "$gen/stubs"
-"$PY" - "$SRC" "$gen" "$EVENTS" "$CHATS" <<'PYEOF'
+"$PY" - "$SRC" "$gen" "$EVENTS" "$CHATS" "$SPREAD_S" <<'PYEOF'
 import os, sys, time
 src, out, n, chats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+spread_ms = int(sys.argv[5]) * 1000
 from grpc_tools import protoc
 import grpc_tools
 inc = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
@@ -69,6 +76,9 @@ for i in range(n):
     c = i % chats
     chat_id = base + (1 << 21) + c
     mid = base + (1 << 20) + i
+    if spread_ms:  # Snowflake: ms << 22 | instance 512 << 12 | seq
+        ms = now - 1704067200000 - spread_ms + i * spread_ms // n
+        mid = ms << 22 | 512 << 12 | (i % 4096)
     m = pb.Message(message_id=mid, chat_id=chat_id, sender_id="bench", client_message_id="c%d" % i,
                    body="benchmark message body number %d" % i, created_at_ms=now,
                    updated_at_ms=now, version=1)
@@ -109,19 +119,34 @@ fi
 
 echo "== loading 5,000,000 messages (50 chats x 100,000) with generate_series" >&2
 BIG=9000000000000000000
+# Snowflake-shaped ids (ms since 2024-01-01 << 22 | instance << 12 | seq) from 2026-10-01 on:
+# chat c, burst b (0..9999) starts at b x 259.2 s + a pseudo-random 0..200 s; its 10 messages
+# come in pairs sharing a millisecond (seq 0, 1), pairs 1..800 ms apart (pseudo-random per
+# burst); the instance is pseudo-random per burst. Bursts of a chat never overlap, so ids are
+# unique per chat; 30 days in all. hashint8extended() is the deterministic randomness.
+echo "load average at the start of the load: $(cut -d' ' -f1-3 /proc/loadavg)"
+t0=$(date +%s.%N)
 "${psql[@]}" <<SQL >&2
 INSERT INTO chats (chat_id, kind, title, creator_id, created_at_ms, member_count)
   SELECT $BIG + c, 2, 'bench', 'bench', 0, 1 FROM generate_series(1, 50) c;
 INSERT INTO chat_members SELECT $BIG + c, 'bench', true, 0, 0 FROM generate_series(1, 50) c;
 INSERT INTO messages (chat_id, message_id, sender_id, client_message_id, body, created_at_ms,
                       updated_at_ms, version, deleted, h)
-  SELECT $BIG + c, $BIG + c * 1000000 + i, 'bench', 'c' || i, 'benchmark message body ' || i,
-         0, 0, 1, false,
-         ('x' || substr(encode(sha256(int8send($BIG + c * 1000000 + i) || int4send(1) || '\x00'::bytea), 'hex'), 1, 16))::bit(64)::bigint
-  FROM generate_series(1, 50) c, generate_series(1, 100000) i;
-VACUUM ANALYZE;
+  SELECT $BIG + c, id, 'bench', 'c' || id, 'benchmark message body ' || id, 0, 0, 1, false,
+         ('x' || substr(encode(sha256(int8send(id) || int4send(1) || '\x00'::bytea), 'hex'), 1, 16))::bit(64)::bigint
+  FROM generate_series(1, 50) c, generate_series(0::bigint, 9999) b,
+       LATERAL (SELECT hashint8extended(c * 100000 + b, 1) AS r) r,
+       generate_series(0::bigint, 9) j,
+       LATERAL (SELECT ((86745600000 + b * 259200 + abs(r.r % 200000)
+                         + (j / 2) * (1 + abs((r.r >> 20) % 800))) << 22)
+                       | (abs((r.r >> 40) % 1024) << 12) | (j % 2) AS id) i;
 SQL
+echo "load: 5,000,000 rows in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s (one INSERT, range-hash triggers included when the schema has them)"
+"${psql[@]}" -c "VACUUM ANALYZE" >&2
 echo "messages in table: $("${psql[@]}" -c "SELECT count(*) FROM messages")"
+if [[ $("${psql[@]}" -c "SELECT to_regclass('message_hash_blocks') IS NOT NULL") == t ]]; then
+    echo "message_hash_blocks rows per level (bits: rows): $("${psql[@]}" -c "SELECT string_agg(bits || ': ' || c, ', ' ORDER BY bits) FROM (SELECT bits, count(*) c FROM message_hash_blocks GROUP BY bits) x")"
+fi
 # The member sets svc-chats' cache read checks are written by the materializer after a
 # membership change commits; these rows bypassed it, so write the sets here (without them
 # every "cached" read is a miss that goes to PostgreSQL and refills the cache).
@@ -151,15 +176,20 @@ codes = r.get("statusCodeDistribution", {})
 print("%-44s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  %s" % (sys.argv[1], r["rps"], lat[50], lat[99], codes))
 PYEOF
 }
-lo=$((chat * 0 + BIG + 7 * 1000000 + 1))
+# the chat's first id, its 50,001st (a middle page) and one past its last: [lo, hi) holds all
+# 100,000 messages, and both ends fall inside blocks of every level
+read -r lo mid hi < <("${psql[@]}" -F' ' -c "SELECT min(message_id), (SELECT message_id FROM messages WHERE chat_id = $chat ORDER BY message_id OFFSET 50000 LIMIT 1), max(message_id) + 1 FROM messages WHERE chat_id = $chat")
+echo "GetRangeHash range [$lo, $hi): $("${psql[@]}" -c "SELECT count(*) FROM messages WHERE chat_id = $chat AND message_id >= $lo AND message_id < $hi") messages"
 ghz_run "GetHistory 50, newest page (cache)" GetHistory "{\"chat_id\":\"$chat\",\"page_size\":50}"
 ghz_run "GetHistory 50, middle page (PostgreSQL)" GetHistory \
-    "{\"chat_id\":\"$chat\",\"page_size\":50,\"anchor_message_id\":\"$((lo + 50000))\"}"
-# a range hash reads 100,000 index entries (~10-30 ms of a core): fewer calls
+    "{\"chat_id\":\"$chat\",\"page_size\":50,\"anchor_message_id\":\"$mid\"}"
+# fewer calls for range hashes (reading 100,000 index entries took ~10-30 ms of a core)
 N=${N_RANGE:-1000}
 RPS=${RPS_RANGE:-${RPS:-}}
 ghz_run "GetRangeHash 100,000 messages" GetRangeHash \
-    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$((lo + 100000))\"}"
+    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$hi\"}"
 ghz_run "GetRangeHash 100,000 messages, 16 buckets" GetRangeHash \
-    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$((lo + 100000))\",\"bucket_count\":16}"
+    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$hi\",\"bucket_count\":16}"
+ghz_run "GetRangeHash 100,000 messages, 256 buckets" GetRangeHash \
+    "{\"chat_id\":\"$chat\",\"from_message_id\":\"$lo\",\"to_message_id\":\"$hi\",\"bucket_count\":256}"
 curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^chats_history_cache_total' || true
