@@ -6,9 +6,11 @@
 /* One past the largest bigint: the end of every range. */
 #define ID_END ((uint64_t)1 << 63)
 
+const int hashblocks_bits[HASHBLOCKS_LEVELS] = {42, 47, 52};
+
 void hashblocks_split(uint64_t from, uint64_t to, hashblocks_plan *out)
 {
-    static const int bits[HASHBLOCKS_LEVELS] = HASHBLOCKS_BITS;
+    const int *bits = hashblocks_bits;
     memset(out, 0, sizeof(*out));
     if (to > ID_END)
         to = ID_END;

@@ -12,7 +12,7 @@
  * and at most two raw ranges remain. What is left at a level lies in at most two blocks of the
  * level above without covering either, so a level below the top reads at most 2 x (factor - 1)
  * blocks (factor = 2^(bits difference) = 32) and the raw ranges hold less than two lowest-level
- * blocks' worth of ids (< ~66 s of messages).
+ * blocks' worth of ids (< ~35 min of messages).
  *
  * Ids are bigint in PostgreSQL: ids above INT64_MAX cannot exist, so [from, to) is cut to
  * [from, min(to, 2^63)). Everything here is pure integer arithmetic; any thread.
@@ -23,21 +23,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The levels, ascending (block spans with Snowflake ids: 2^15 ms ~33 s, 2^20 ms ~17.5 min,
- * 2^25 ms ~9.3 h, 2^30 ms ~12.4 days). Must equal message_hash_block_bits() in
- * migrations/002_hash_blocks.sql. */
-#define HASHBLOCKS_LEVELS 4
-#define HASHBLOCKS_BITS                                                                            \
-    {                                                                                              \
-        37, 42, 47, 52                                                                             \
-    }
+/* The levels, ascending: hashblocks_bits[] = {42, 47, 52}, blocks of 2^20 ms (~17.5 min),
+ * 2^25 ms (~9.3 h) and 2^30 ms (~12.4 days) of Snowflake ids. Must equal
+ * message_hash_block_bits() in migrations/002_hash_blocks.sql. */
+#define HASHBLOCKS_LEVELS 3
+extern const int hashblocks_bits[HASHBLOCKS_LEVELS];
 
 #define HASHBLOCKS_MAX_RUNS (2 * HASHBLOCKS_LEVELS)
 #define HASHBLOCKS_MAX_RAW 2
 
 /* Blocks first..last (inclusive) of level |bits|. */
 typedef struct hashblocks_run {
-    int bits;      /* level: one of HASHBLOCKS_BITS */
+    int bits;      /* level: one of hashblocks_bits[] */
     int64_t first; /* first block number */
     int64_t last;  /* last block number, >= first */
 } hashblocks_run;

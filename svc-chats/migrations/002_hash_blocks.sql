@@ -6,15 +6,16 @@
 -- The levels. A block of level |bits| holds the messages of one chat with
 -- message_id >> bits = blk, i.e. ids [blk << bits, (blk + 1) << bits). Snowflake ids are
 -- (ms since 2024-01-01) << 22 | site+instance << 12 | seq, so the blocks span
---   bits 37: 2^15 ms (~33 s)   42: 2^20 ms (~17.5 min)   47: 2^25 ms (~9.3 h)   52: 2^30 ms (~12.4 days)
+--   bits 42: 2^20 ms (~17.5 min)   47: 2^25 ms (~9.3 h)   52: 2^30 ms (~12.4 days)
 -- A factor of 32 between levels: a range reads the top-level blocks it covers, at most 2 x 31
--- blocks of each lower level, and raw messages of less than two lowest-level blocks (~66 s) at
--- its ends. Few levels keep writes cheap (a chat's lone message in a batch updates one row per
--- level), and a coarse lowest level keeps the table small (docs/ARCHITECTURE.md). Must equal
--- HASHBLOCKS_BITS in svc-chats/hashblocks.h (the reader's decomposition); changing them needs a
--- migration that rebuilds the table.
+-- blocks of each lower level, and raw messages of less than two lowest-level blocks (~35 min)
+-- at its ends. A message that is its chat's only one in a write updates one row per level, so
+-- few levels keep writes cheap; raw messages are cheap to read (an index-only scan), so the
+-- lowest level can be coarse (docs/ARCHITECTURE.md). Must equal hashblocks_bits[] in
+-- svc-chats/hashblocks.c (the reader's decomposition); changing them needs a migration that
+-- rebuilds the table.
 CREATE OR REPLACE FUNCTION message_hash_block_bits() RETURNS SMALLINT[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '{37,42,47,52}'::SMALLINT[] $$;
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '{42,47,52}'::SMALLINT[] $$;
 
 CREATE TABLE IF NOT EXISTS message_hash_blocks (
     chat_id BIGINT   NOT NULL,

@@ -13,7 +13,7 @@
 
 #define END ((uint64_t)1 << 63)
 
-static const int BITS[HASHBLOCKS_LEVELS] = HASHBLOCKS_BITS;
+#define BITS hashblocks_bits
 #define LOW BITS[0]
 #define TOP BITS[HASHBLOCKS_LEVELS - 1]
 

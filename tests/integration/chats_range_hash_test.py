@@ -40,7 +40,7 @@ STACK = None
 SVC = None
 STUB = None
 EPOCH_MS = 1704067200000
-BITS = (37, 42, 47, 52)  # message_hash_block_bits() / HASHBLOCKS_BITS
+BITS = (42, 47, 52)  # message_hash_block_bits() / hashblocks_bits[]
 INT64_MAX = (1 << 63) - 1
 U64_MAX = (1 << 64) - 1
 SEED = int(os.environ.get("RANGE_HASH_SEED", "20261201"))
@@ -294,7 +294,7 @@ class RangeHashBlocks(unittest.TestCase):
             for _ in range(3):
                 edge = (snowflake(now - RNG.randint(0, 40 * 86400000), 0, 0) >> b) << b
                 ids.update((edge - 1, edge, edge + 1))
-        ids.update((1, 2, INT64_MAX, INT64_MAX - 1, (1 << 63) - (1 << 37)))
+        ids.update((1, 2, INT64_MAX, INT64_MAX - 1, (1 << 63) - (1 << BITS[0])))
         return sorted(i for i in ids if 0 < i <= INT64_MAX)
 
     def test_blocks_follow_every_writer(self):
