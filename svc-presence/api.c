@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "chat/v1/presence.rpc-c.h"
+#include "hbqueue.h"
 #include "log.h"
 #include "mem.h"
 #include "stats.h"
@@ -50,6 +51,10 @@ static void finish_store_error(rpc_call *call, int err)
         break;
     case REDIS_E_BUSY:
         rpc_call_finish(call, RPC_STATUS_UNAVAILABLE, "presence store busy; retry");
+        break;
+    case HBQUEUE_E_FULL:
+        rpc_call_finish(call, RPC_STATUS_RESOURCE_EXHAUSTED,
+                        "too many heartbeats waiting for the presence store; retry");
         break;
     default:
         rpc_call_finishf(call, RPC_STATUS_UNAVAILABLE, "presence store unavailable: %s",
@@ -120,8 +125,7 @@ static void pending_free(pending *p)
 static void on_heartbeat_done(int err, int64_t expires_at_ms, uint32_t devices, void *ud)
 {
     (void)devices;
-    pending *p = ud;
-    pending_observe(p, err);
+    pending *p = ud; /* the round trip is observed per batch (hbqueue) */
     if (pending_live(p)) {
         if (err != 0) {
             finish_store_error(p->call, err);
@@ -155,7 +159,7 @@ static void heartbeat(rpc_call *call, const Chat__V1__HeartbeatRequest *req, voi
         return;
     pending *p = pending_new(call, svc, STATS_OP_HEARTBEAT);
     p->ttl_ms = ttl;
-    int rv = store_heartbeat(svc->st, w->rc, id.user_id, req->device_id, ttl, on_heartbeat_done, p);
+    int rv = hbqueue_heartbeat(w->hbq, id.user_id, req->device_id, ttl, on_heartbeat_done, p);
     if (rv != 0) {
         finish_store_error(call, rv);
         pending_free(p);

@@ -4,8 +4,10 @@
  * Every call: authorization "Bearer <JWT>" -> user (UNAUTHENTICATED otherwise), then input
  * validation (INVALID_ARGUMENT with a message naming the field), then one Redis script call on
  * the worker's connection (UNAVAILABLE when Redis is unreachable or the worker's in-flight
- * limit is reached). Handlers never block: they answer from the Redis reply callback, holding
- * a reference on the call meanwhile.
+ * limit is reached). Heartbeats go through the worker's hbqueue instead: those of one loop
+ * iteration share a script call, and a full queue answers RESOURCE_EXHAUSTED. Handlers never
+ * block: they answer from the Redis reply callback, holding a reference on the call
+ * meanwhile.
  */
 #ifndef PRESENCE_API_H
 #define PRESENCE_API_H

@@ -32,6 +32,11 @@ int settings_load(settings *s)
     s->redis_max_inflight = (uint32_t)v;
     conf_get_int("redis-timeout-ms", 5000, 0, 600000, &v);
     s->redis_command_timeout_ms = (uint32_t)v;
+    hbqueue_config_init(&s->hbqueue);
+    conf_get_int("heartbeat-batch-max", s->hbqueue.batch_max, 1, STORE_HEARTBEATS_MAX, &v);
+    s->hbqueue.batch_max = (uint32_t)v;
+    conf_get_int("heartbeat-queue-max", s->hbqueue.queue_max, 1, 10000000, &v);
+    s->hbqueue.queue_max = (uint32_t)v;
     watch_config_init(&s->watch);
     s->watch.workers = s->workers;
     conf_get_int("watch-resync-timeout-ms", s->watch.resync_timeout_ms, 100, 600000, &v);

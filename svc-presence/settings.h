@@ -6,6 +6,11 @@
  *   --jwt-secret S               [JWT_SECRET]             HS256 secret, required, >= 32 bytes
  *   --redis-max-inflight N       [REDIS_MAX_INFLIGHT]     commands in flight per worker, 10000
  *   --redis-timeout-ms N         [REDIS_TIMEOUT_MS]       reply overdue -> reconnect, 5000
+ *   --heartbeat-batch-max N      [HEARTBEAT_BATCH_MAX]    heartbeats per script call, 128
+ *                                                         (1..256; hbqueue.h)
+ *   --heartbeat-queue-max N      [HEARTBEAT_QUEUE_MAX]    heartbeats queued or in flight per
+ *                                                         worker, 10000 (beyond:
+ *                                                         RESOURCE_EXHAUSTED)
  *   --watch-resync-timeout-ms N  [WATCH_RESYNC_TIMEOUT_MS] feed lost this long -> watch
  *                                                         streams end UNAVAILABLE, 5000
  *   --watch-stall-timeout-ms N   [WATCH_STALL_TIMEOUT_MS] unread stream -> RESOURCE_EXHAUSTED,
@@ -24,6 +29,7 @@
 
 #include <stdint.h>
 
+#include "hbqueue.h"
 #include "store.h"
 #include "watch.h"
 
@@ -36,6 +42,7 @@ typedef struct settings {
     uint32_t redis_command_timeout_ms; /* per worker connections */
     watch_config watch;                /* worker/workers filled per worker */
     store_config store;                /* record lifetime, devices per user */
+    hbqueue_config hbqueue;            /* heartbeat batching (no metrics set here) */
 } settings;
 
 /* Reads every setting; logs and returns -1 when one is missing or invalid. */

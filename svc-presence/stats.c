@@ -17,6 +17,11 @@ int stats_init(presence_stats *s, metrics_registry *r)
                                    "Redis script round trip of presence operations",
                                    (const char *[]){"op", ops[i], NULL}, metrics_latency_buckets,
                                    metrics_latency_buckets_n, &s->redis_seconds[i]);
+    static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    if (rv == 0)
+        rv = metrics_histogram_get(
+            r, "presence_heartbeat_batch_size", "Heartbeats per heartbeat script call", NULL,
+            batch_buckets, sizeof(batch_buckets) / sizeof(batch_buckets[0]), &s->heartbeat_batch);
     if (rv == 0)
         rv = metrics_gauge_get(r, "presence_watch_streams", "WatchPresence streams open", NULL,
                                &s->watch_streams);

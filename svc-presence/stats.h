@@ -4,8 +4,10 @@
  * updates are lock-free atomics, safe from every worker. With no registry every pointer is
  * NULL and the helpers do nothing.
  *
- *   presence_redis_seconds{op}            Redis script round trip: heartbeat, set_offline, get,
+ *   presence_redis_seconds{op}            Redis script round trip: heartbeat (one batch of
+ *                                         heartbeats, hbqueue.h), set_offline, get,
  *                                         count_online, sweep (watch refreshes)
+ *   presence_heartbeat_batch_size         heartbeats per heartbeat script call
  *   presence_watch_streams                WatchPresence streams open
  *   presence_watched_users                distinct watched users, summed over workers
  *   presence_watch_events_total           keyevent notifications for presence keys received
@@ -43,6 +45,7 @@ typedef enum stats_end {
 
 typedef struct presence_stats {
     metrics_histogram *redis_seconds[STATS_OP_N];
+    metrics_histogram *heartbeat_batch;
     metrics_gauge *watch_streams;
     metrics_gauge *watched_users;
     metrics_counter *events;

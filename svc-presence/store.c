@@ -11,100 +11,140 @@
 #include "mem.h"
 
 /* --- scripts --------------------------------------------------------------------------------
- * Lua numbers are doubles: Unix ms (< 2^53) are exact; they are written with %d so that no
- * exponent notation reaches Redis or a record. Scripts are effect-replicated (Redis 7), so the
- * order pairs() gives a record's devices does not matter. */
+ * Lua numbers are doubles: Unix ms (< 2^53) are exact. Numbers are converted to and from text
+ * as little as possible (tonumber and string.format each cost Redis about as much as a
+ * redis.call): a record's expiries keep their text next to their value and are written back
+ * as read, and a batch formats each distinct expiry once. Scripts are effect-replicated
+ * (Redis 7). */
 /* clang-format off */
 
-/* now (Unix ms, Redis clock); load(record) -> last_seen, {device = expiry};
- * settle(seen, devs) drops expired devices and, if none is online, raises last-seen to the
- * latest expiry: returns live, seen, expired device names; save(key, seen, devs, ttl). */
+/* now (Unix ms, Redis clock).
+ * load(record) -> seen, devs: |seen| is last-seen as its decimal text ('0' if none), |devs| a
+ * flat array of (device, expiry, expiry text) triples. Records are written only here, so they
+ * are well-formed (state.h); a one-device record, the common case, is read by one match.
+ * settle(seen, devs) drops expired devices (in place) and, if none is online, raises last-seen
+ * to the latest expiry: returns live, seen, the expired device names (nil if none).
+ * save(key, seen, devs, ttl) writes the record. */
 #define LUA_PRELUDE                                                                                \
-    "local t = redis.call('TIME')\n"                                                               \
+    "local call, tonumber, match, fmt = redis.call, tonumber, string.match, string.format\n"       \
+    "local t = call('TIME')\n"                                                                     \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
     "local function load(s)\n"                                                                     \
-    "  local seen, devs, first = 0, {}, true\n"                                                    \
-    "  if not s then return seen, devs end\n"                                                      \
-    "  for tok in string.gmatch(s, '%S+') do\n"                                                    \
-    "    if first then\n"                                                                          \
-    "      seen = tonumber(tok) or 0\n"                                                            \
-    "      first = false\n"                                                                        \
-    "    else\n"                                                                                   \
-    "      local d, e = string.match(tok, '^(.+)=(%d+)$')\n"                                       \
-    "      if d then devs[d] = tonumber(e) end\n"                                                  \
-    "    end\n"                                                                                    \
+    "  if not s then return '0', {} end\n"                                                         \
+    "  local seen, d, e = match(s, '^(%d+) ([^ =]+)=(%d+)$')\n"                                    \
+    "  if seen then return seen, {d, tonumber(e), e} end\n"                                        \
+    "  local devs, n = {}, 0\n"                                                                    \
+    "  for d, e in string.gmatch(s, ' ([^ =]+)=(%d+)') do\n"                                       \
+    "    devs[n + 1], devs[n + 2], devs[n + 3] = d, tonumber(e), e\n"                              \
+    "    n = n + 3\n"                                                                              \
     "  end\n"                                                                                      \
-    "  return seen, devs\n"                                                                        \
+    "  return match(s, '^%d+') or '0', devs\n"                                                     \
     "end\n"                                                                                        \
     "local function settle(seen, devs)\n"                                                          \
-    "  local live, last, dead = 0, 0, {}\n"                                                        \
-    "  for d, e in pairs(devs) do\n"                                                               \
+    "  local live, last, lasts, dead, j, n = 0, 0, nil, nil, 0, #devs\n"                           \
+    "  for i = 1, n, 3 do\n"                                                                       \
+    "    local e = devs[i + 1]\n"                                                                  \
     "    if e >= now then\n"                                                                       \
     "      live = live + 1\n"                                                                      \
+    "      if j + 1 < i then devs[j + 1], devs[j + 2], devs[j + 3] = devs[i], e, devs[i + 2] end\n" \
+    "      j = j + 3\n"                                                                            \
     "    else\n"                                                                                   \
-    "      dead[#dead + 1] = d\n"                                                                  \
-    "      if e > last then last = e end\n"                                                        \
+    "      if dead then dead[#dead + 1] = devs[i] else dead = {devs[i]} end\n"                     \
+    "      if e > last then last, lasts = e, devs[i + 2] end\n"                                    \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
-    "  for _, d in ipairs(dead) do devs[d] = nil end\n"                                            \
-    "  if live == 0 and last > seen then seen = last end\n"                                        \
+    "  for i = n, j + 1, -1 do devs[i] = nil end\n"                                                \
+    "  if live == 0 and lasts and last > tonumber(seen) then seen = lasts end\n"                   \
     "  return live, seen, dead\n"                                                                  \
     "end\n"                                                                                        \
     "local function save(key, seen, devs, ttl)\n"                                                  \
-    "  local parts = {string.format('%d', seen)}\n"                                               \
-    "  for d, e in pairs(devs) do parts[#parts + 1] = d .. '=' .. string.format('%d', e) end\n"    \
-    "  redis.call('SET', key, table.concat(parts, ' '), 'PX', ttl)\n"                              \
+    "  local s = seen\n"                                                                           \
+    "  for i = 1, #devs, 3 do s = s .. ' ' .. devs[i] .. '=' .. devs[i + 2] end\n"                 \
+    "  call('SET', key, s, 'PX', ttl)\n"                                                           \
     "end\n"
 
-/* KEYS: record, device key. ARGV: device, ttl ms, record ttl ms, max devices, device key
- * prefix "presence:<user>:". Returns {expires_at, devices online}. A device already online
- * whose expiry moves later only gets its key's TTL moved (PEXPIREAT: an "expire" event the
- * feed does not subscribe to); a device coming online, or whose expiry moves earlier (watchers
- * must re-read it to reschedule their expiry backstop), gets its key re-created (DEL, SADD:
- * "sadd" and maybe "del" events). */
-static const char HEARTBEAT_LUA[] =
+/* No KEYS (the keys are built here from the ids, like SWEEP_LUA's: standalone Redis only).
+ * ARGV: record ttl ms, max devices, then (user, device, ttl ms) per heartbeat, applied in
+ * order, each exactly as if it were a script call of its own (a repeated user or device sees
+ * the earlier one's write), but with one TIME for all. Returns two elements per heartbeat:
+ * expires_at and devices online, or an error reply and 0 when that user's record could not be
+ * read (a key of another type); the others are not affected.
+ *
+ * A device already online whose expiry moves later only gets its key's TTL moved (PEXPIREAT:
+ * an "expire" event the feed does not subscribe to); a device coming online, or whose expiry
+ * moves earlier (watchers must re-read it to reschedule their expiry backstop), gets its key
+ * re-created (DEL, SADD: "sadd" and maybe "del" events). A new device beyond max devices
+ * replaces the one whose expiry is nearest, whose key is deleted ("del"). */
+static const char HEARTBEATS_LUA[] =
     LUA_PRELUDE
-    "local seen, devs = load(redis.call('GET', KEYS[1]))\n"
-    "local live\n"
-    "live, seen = settle(seen, devs)\n"
-    "local was = devs[ARGV[1]]\n"
-    "if not was and live >= tonumber(ARGV[4]) then\n"
-    "  local victim, ve\n"
-    "  for d, e in pairs(devs) do\n"
-    "    if not ve or e < ve then victim, ve = d, e end\n"
+    "local rttl, maxd, out, exps, j = ARGV[1], tonumber(ARGV[2]), {}, {}, 0\n"
+    "for i = 3, #ARGV - 2, 3 do\n"
+    "  local u, dev, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+    "  local rk = '" KEYS_STATE_PREFIX "' .. u\n"
+    "  local s = redis.pcall('GET', rk)\n"
+    "  if type(s) == 'table' then\n"
+    "    out[j + 1], out[j + 2] = s, 0\n"
+    "  else\n"
+    "    local seen, devs = load(s)\n"
+    "    local live, at\n"
+    "    live, seen = settle(seen, devs)\n"
+    "    for k = 1, #devs, 3 do\n"
+    "      if devs[k] == dev then at = k break end\n"
+    "    end\n"
+    "    local was = at and devs[at + 1]\n"
+    "    local pre = '" KEYS_DEVICE_PREFIX "' .. u .. ':'\n"
+    "    if not at and live >= maxd then\n"
+    "      at = 1\n"
+    "      for k = 4, #devs, 3 do\n"
+    "        if devs[k + 1] < devs[at + 1] then at = k end\n"
+    "      end\n"
+    "      call('DEL', pre .. devs[at])\n"
+    "      live = live - 1\n"
+    "    end\n"
+    "    local x = exps[ttl]\n"
+    "    if not x then\n"
+    "      x = {now + tonumber(ttl)}\n"
+    "      x[2] = fmt('%d', x[1])\n"
+    "      exps[ttl] = x\n"
+    "    end\n"
+    "    local exp, es = x[1], x[2]\n"
+    "    at = at or #devs + 1\n"
+    "    devs[at], devs[at + 1], devs[at + 2] = dev, exp, es\n"
+    "    save(rk, seen, devs, rttl)\n"
+    "    local dk = pre .. dev\n"
+    "    if not (was and exp >= was and call('PEXPIREAT', dk, es) == 1) then\n"
+    "      call('DEL', dk)\n"
+    "      call('SADD', dk, '1')\n"
+    "      call('PEXPIREAT', dk, es)\n"
+    "    end\n"
+    "    if not was then live = live + 1 end\n"
+    "    out[j + 1], out[j + 2] = exp, live\n"
     "  end\n"
-    "  devs[victim] = nil\n"
-    "  live = live - 1\n"
-    "  redis.call('DEL', ARGV[5] .. victim)\n"
+    "  j = j + 2\n"
     "end\n"
-    "local exp = now + tonumber(ARGV[2])\n"
-    "devs[ARGV[1]] = exp\n"
-    "save(KEYS[1], seen, devs, ARGV[3])\n"
-    "if not (was and exp >= was and\n"
-    "        redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp)) == 1) then\n"
-    "  redis.call('DEL', KEYS[2])\n"
-    "  redis.call('SADD', KEYS[2], '1')\n"
-    "  redis.call('PEXPIREAT', KEYS[2], string.format('%d', exp))\n"
-    "end\n"
-    "if not was then live = live + 1 end\n"
-    "return {exp, live}\n";
+    "return out\n";
 
 /* KEYS: record, device key. ARGV: device, record ttl ms. Returns {devices, last_seen}. */
 static const char SET_OFFLINE_LUA[] =
     LUA_PRELUDE
-    "local s = redis.call('GET', KEYS[1])\n"
-    "redis.call('DEL', KEYS[2])\n"
+    "local s = call('GET', KEYS[1])\n"
+    "call('DEL', KEYS[2])\n"
     "if not s then return {0, 0} end\n"
     "local seen, devs = load(s)\n"
     "local live\n"
     "live, seen = settle(seen, devs)\n"
-    "if devs[ARGV[1]] then\n"
-    "  devs[ARGV[1]] = nil\n"
-    "  live = live - 1\n"
-    "  if live == 0 then seen = now end\n"
+    "for k = 1, #devs, 3 do\n"
+    "  if devs[k] == ARGV[1] then\n"
+    "    local n = #devs\n"
+    "    devs[k], devs[k + 1], devs[k + 2] = devs[n - 2], devs[n - 1], devs[n]\n"
+    "    devs[n], devs[n - 1], devs[n - 2] = nil, nil, nil\n"
+    "    live = live - 1\n"
+    "    if live == 0 then seen = fmt('%d', now) end\n"
+    "    break\n"
+    "  end\n"
     "end\n"
     "save(KEYS[1], seen, devs, ARGV[2])\n"
-    "return {live, seen}\n";
+    "return {live, tonumber(seen)}\n";
 
 /* KEYS: records. ARGV: record ttl ms, then the user ids (to name the device keys of expired
  * devices, which are touched so Redis expires them now and publishes "expired"; keys built
@@ -114,21 +154,21 @@ static const char SWEEP_LUA[] =
     LUA_PRELUDE
     "local out = {now}\n"
     "for i = 1, #KEYS do\n"
-    "  local seen, devs = load(redis.call('GET', KEYS[i]))\n"
+    "  local seen, devs = load(call('GET', KEYS[i]))\n"
     "  local live, dead\n"
     "  live, seen, dead = settle(seen, devs)\n"
-    "  if #dead > 0 then\n"
+    "  if dead then\n"
     "    save(KEYS[i], seen, devs, ARGV[1])\n"
     "    for _, d in ipairs(dead) do\n"
-    "      redis.call('EXISTS', '" KEYS_DEVICE_PREFIX "' .. ARGV[i + 1] .. ':' .. d)\n"
+    "      call('EXISTS', '" KEYS_DEVICE_PREFIX "' .. ARGV[i + 1] .. ':' .. d)\n"
     "    end\n"
     "  end\n"
     "  local nxt = 0\n"
-    "  for _, e in pairs(devs) do\n"
-    "    if nxt == 0 or e < nxt then nxt = e end\n"
+    "  for k = 2, #devs, 3 do\n"
+    "    if nxt == 0 or devs[k] < nxt then nxt = devs[k] end\n"
     "  end\n"
     "  out[#out + 1] = live\n"
-    "  out[#out + 1] = seen\n"
+    "  out[#out + 1] = tonumber(seen)\n"
     "  out[#out + 1] = nxt\n"
     "end\n"
     "return out\n";
@@ -206,7 +246,7 @@ int store_new(store **out, const store_config *cfg)
         st->cfg.max_devices = 1;
     snprintf(st->record_ttl, sizeof(st->record_ttl), "%" PRId64, st->cfg.record_ttl_ms);
     snprintf(st->max_devices, sizeof(st->max_devices), "%" PRIu32, st->cfg.max_devices);
-    redis_script_new(&st->heartbeat, HEARTBEAT_LUA);
+    redis_script_new(&st->heartbeat, HEARTBEATS_LUA);
     redis_script_new(&st->set_offline, SET_OFFLINE_LUA);
     redis_script_new(&st->sweep, SWEEP_LUA);
     redis_script_new(&st->count, COUNT_LUA);
@@ -249,60 +289,134 @@ static int64_t el(const redisReply *r, size_t i)
     return (int64_t)r->element[i]->integer;
 }
 
-/* --- heartbeat / set offline -------------------------------------------------------------- */
+/* --- heartbeats ---------------------------------------------------------------------------- */
 
-typedef struct one_op {
-    union {
-        store_heartbeat_cb hb;
-        store_presence_cb pr;
-    } cb;
+typedef struct batch_hb_op {
+    store_heartbeats_cb cb;
     void *ud;
-} one_op;
+    size_t n; /* heartbeats sent */
+} batch_hb_op;
 
-typedef struct user_keys {
-    char state[KEYS_MAX];
-    char device[KEYS_MAX];
-    char prefix[KEYS_MAX]; /* "presence:<user>:" */
-} user_keys;
-
-static int user_keys_make(user_keys *k, const char *user, const char *device)
-{
-    if (keys_state(k->state, sizeof(k->state), user) == 0 ||
-        keys_device(k->device, sizeof(k->device), user, device) == 0 ||
-        keys_device(k->prefix, sizeof(k->prefix), user, "") == 0)
-        return STORE_E_INVALID;
-    return 0;
-}
-
-static void on_heartbeat(redis_client *c, const redisReply *r, int status, void *ud)
+static void on_heartbeats(redis_client *c, const redisReply *r, int status, void *ud)
 {
     (void)c;
-    one_op *op = ud;
-    int err = reply_check(r, status, 2);
+    batch_hb_op *op = ud;
+    size_t n = op->n;
+    int err = 0;
+    if (r == NULL)
+        err = status ? status : STORE_E_REPLY;
+    else if (r->type == REDIS_REPLY_ERROR)
+        err = reply_check(r, status, 0); /* logs it */
+    else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 * n)
+        err = STORE_E_REPLY;
+    store_hb_result res[STORE_HEARTBEATS_MAX];
+    for (size_t i = 0; i < n && err == 0; i++) {
+        const redisReply *e = r->element[2 * i], *d = r->element[2 * i + 1];
+        if (d->type != REDIS_REPLY_INTEGER) {
+            err = STORE_E_REPLY;
+        } else if (e->type == REDIS_REPLY_INTEGER) {
+            res[i] = (store_hb_result){0, (int64_t)e->integer, (uint32_t)d->integer};
+        } else if (e->type == REDIS_REPLY_ERROR) {
+            log_warn("presence store: heartbeat: redis error: %.*s", (int)e->len, e->str);
+            res[i] = (store_hb_result){STORE_E_REPLY, 0, 0};
+        } else {
+            err = STORE_E_REPLY;
+        }
+    }
     if (err)
-        op->cb.hb(err, 0, 0, op->ud);
+        op->cb(err, NULL, n, op->ud);
     else
-        op->cb.hb(0, el(r, 0), (uint32_t)el(r, 1), op->ud);
+        op->cb(0, res, n, op->ud);
+    free(op);
+}
+
+int store_heartbeats(const store *st, redis_client *c, const store_hb *hb, size_t n,
+                     store_heartbeats_cb cb, void *ud)
+{
+    if (n == 0 || n > STORE_HEARTBEATS_MAX)
+        return STORE_E_INVALID;
+    /* ARGV: record ttl, max devices, then user, device, ttl per heartbeat */
+    const char *argv[2 + 3 * STORE_HEARTBEATS_MAX];
+    size_t lens[2 + 3 * STORE_HEARTBEATS_MAX];
+    char ttls[STORE_HEARTBEATS_MAX][11];
+    argv[0] = st->record_ttl;
+    lens[0] = strlen(st->record_ttl);
+    argv[1] = st->max_devices;
+    lens[1] = strlen(st->max_devices);
+    for (size_t i = 0; i < n; i++) {
+        size_t ul = strlen(hb[i].user), dl = strlen(hb[i].device);
+        /* the longest key the script builds: "presence:<user>:<device>" */
+        if (sizeof(KEYS_DEVICE_PREFIX) + ul + 1 + dl > KEYS_MAX)
+            return STORE_E_INVALID;
+        size_t k = 2 + 3 * i;
+        argv[k] = hb[i].user;
+        lens[k] = ul;
+        argv[k + 1] = hb[i].device;
+        lens[k + 1] = dl;
+        argv[k + 2] = ttls[i];
+        lens[k + 2] = (size_t)snprintf(ttls[i], sizeof(ttls[i]), "%" PRIu32, hb[i].ttl_ms);
+    }
+    batch_hb_op *op = mem_alloc(sizeof(*op));
+    op->cb = cb;
+    op->ud = ud;
+    op->n = n;
+    int rv =
+        redis_client_eval(c, st->heartbeat, 0, (int)(2 + 3 * n), argv, lens, on_heartbeats, op);
+    if (rv != 0)
+        free(op);
+    return rv;
+}
+
+/* store_heartbeat: a batch of one. */
+typedef struct one_hb_op {
+    store_heartbeat_cb cb;
+    void *ud;
+} one_hb_op;
+
+static void on_one_heartbeat(int err, const store_hb_result *r, size_t n, void *ud)
+{
+    (void)n;
+    one_hb_op *op = ud;
+    if (err == 0)
+        err = r[0].err;
+    if (err)
+        op->cb(err, 0, 0, op->ud);
+    else
+        op->cb(0, r[0].expires_at_ms, r[0].devices, op->ud);
     free(op);
 }
 
 int store_heartbeat(const store *st, redis_client *c, const char *user, const char *device,
                     uint32_t ttl_ms, store_heartbeat_cb cb, void *ud)
 {
-    user_keys k;
-    if (user_keys_make(&k, user, device) != 0)
-        return STORE_E_INVALID;
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%" PRIu32, ttl_ms);
-    const char *argv[] = {k.state,        k.device,        device,  ttl,
-                          st->record_ttl, st->max_devices, k.prefix};
-    one_op *op = mem_alloc(sizeof(*op));
-    op->cb.hb = cb;
+    const store_hb hb = {.user = user, .device = device, .ttl_ms = ttl_ms};
+    one_hb_op *op = mem_alloc(sizeof(*op));
+    op->cb = cb;
     op->ud = ud;
-    int rv = redis_client_eval(c, st->heartbeat, 2, 7, argv, NULL, on_heartbeat, op);
+    int rv = store_heartbeats(st, c, &hb, 1, on_one_heartbeat, op);
     if (rv != 0)
         free(op);
     return rv;
+}
+
+/* --- set offline --------------------------------------------------------------------------- */
+
+typedef struct one_op {
+    store_presence_cb cb;
+    void *ud;
+} one_op;
+
+typedef struct user_keys {
+    char state[KEYS_MAX];
+    char device[KEYS_MAX];
+} user_keys;
+
+static int user_keys_make(user_keys *k, const char *user, const char *device)
+{
+    if (keys_state(k->state, sizeof(k->state), user) == 0 ||
+        keys_device(k->device, sizeof(k->device), user, device) == 0)
+        return STORE_E_INVALID;
+    return 0;
 }
 
 static void on_set_offline(redis_client *c, const redisReply *r, int status, void *ud)
@@ -311,10 +425,10 @@ static void on_set_offline(redis_client *c, const redisReply *r, int status, voi
     one_op *op = ud;
     int err = reply_check(r, status, 2);
     if (err) {
-        op->cb.pr(err, NULL, op->ud);
+        op->cb(err, NULL, op->ud);
     } else {
         store_presence p = {.devices = (uint32_t)el(r, 0), .last_seen_ms = el(r, 1)};
-        op->cb.pr(0, &p, op->ud);
+        op->cb(0, &p, op->ud);
     }
     free(op);
 }
@@ -327,7 +441,7 @@ int store_set_offline(const store *st, redis_client *c, const char *user, const 
         return STORE_E_INVALID;
     const char *argv[] = {k.state, k.device, device, st->record_ttl};
     one_op *op = mem_alloc(sizeof(*op));
-    op->cb.pr = cb;
+    op->cb = cb;
     op->ud = ud;
     int rv = redis_client_eval(c, st->set_offline, 2, 4, argv, NULL, on_set_offline, op);
     if (rv != 0)

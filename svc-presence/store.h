@@ -1,8 +1,9 @@
 /*
- * store.h: presence in Redis. Every write is one Lua script over the user's record (state.h)
- * and the device's notification key (keys.h), so they change together; a batch read is TIME
- * plus one MGET of the records, pipelined (one round trip, no Lua). Times are Redis's clock
- * (TIME), so instances with skewed clocks agree.
+ * store.h: presence in Redis. Every write is a Lua script over the user's record (state.h)
+ * and the device's notification key (keys.h), so they change together; heartbeats go in
+ * batches, one script call applying many in order (store_heartbeats(), hbqueue.h); a batch
+ * read is TIME plus one MGET of the records, pipelined (one round trip, no Lua). Times are
+ * Redis's clock (TIME), so instances with skewed clocks agree.
  *
  * Semantics:
  *   - a device is online while its expiry >= now; the user is online while any device is;
@@ -17,7 +18,8 @@
  *
  * This is also the API for svc-messaging, which keeps devices online for the life of a
  * Connect stream: it can link the presence_store library and call store_heartbeat() /
- * store_set_offline() on its own worker's redis_client (see docs/ARCHITECTURE.md).
+ * store_set_offline() on its own worker's redis_client (see docs/ARCHITECTURE.md), or batch
+ * them with store_heartbeats() or an hbqueue.
  *
  * Threading: a store is immutable after store_new() and may be shared by all workers; each
  * call runs on the loop of the redis_client it is given and calls back there.
@@ -67,9 +69,41 @@ typedef presence_state store_presence;
 /* Heartbeat result: the expiry granted (Unix ms, Redis clock) and the devices now online. */
 typedef void (*store_heartbeat_cb)(int err, int64_t expires_at_ms, uint32_t devices, void *ud);
 
-/* Marks |device| of |user| online until now + |ttl_ms|. Validated ids are the caller's job. */
+/* Marks |device| of |user| online until now + |ttl_ms|. Validated ids are the caller's job.
+ * A batch of one (store_heartbeats()); to batch the heartbeats of a loop iteration, see
+ * hbqueue.h. */
 int store_heartbeat(const store *st, redis_client *c, const char *user, const char *device,
                     uint32_t ttl_ms, store_heartbeat_cb cb, void *ud);
+
+/* One heartbeat of store_heartbeats(): validated ids (the caller's job), TTL in ms. */
+typedef struct store_hb {
+    const char *user;
+    const char *device;
+    uint32_t ttl_ms;
+} store_hb;
+
+/* Outcome of one heartbeat of a batch. */
+typedef struct store_hb_result {
+    int err;               /* 0, or STORE_E_REPLY: Redis could not apply this one (its user's
+                              record is a key of another type); the others are not affected */
+    int64_t expires_at_ms; /* expiry granted (Unix ms, Redis clock), when err is 0 */
+    uint32_t devices;      /* devices of the user online after it, when err is 0 */
+} store_hb_result;
+
+/* Batch result: |err| is 0 and |r| holds the |n| outcomes in the order sent (valid during the
+ * callback), or |err| is the batch's error (STORE_E_REPLY, REDIS_E_CONNECTION, ...) and |r| is
+ * NULL (a lost connection leaves it unknown whether the heartbeats were applied). */
+typedef void (*store_heartbeats_cb)(int err, const store_hb_result *r, size_t n, void *ud);
+
+/* Heartbeats per store_heartbeats() call. */
+#define STORE_HEARTBEATS_MAX 256
+
+/* Applies |n| heartbeats (1..STORE_HEARTBEATS_MAX) with one script call: each exactly as
+ * store_heartbeat() would, in the order given (a user or device repeated in the batch sees the
+ * earlier heartbeat's write), all at one Redis time. STORE_E_INVALID when an id is too long
+ * for a key (nothing sent). */
+int store_heartbeats(const store *st, redis_client *c, const store_hb *hb, size_t n,
+                     store_heartbeats_cb cb, void *ud);
 
 /* Presence of one user after a write. */
 typedef void (*store_presence_cb)(int err, const store_presence *p, void *ud);

@@ -35,6 +35,10 @@ void *worker_start(rpc_server *srv, int index, struct event_base *base, void *us
         free(w);
         return NULL;
     }
+    hbqueue_config qcfg = svc->cfg.hbqueue;
+    qcfg.round_trip = svc->stats.redis_seconds[STATS_OP_HEARTBEAT];
+    qcfg.batch_size = svc->stats.heartbeat_batch;
+    hbqueue_new(&w->hbq, base, svc->st, w->rc, &qcfg);
     w->tokens = tokens_new(-1);
     return w;
 }
@@ -48,6 +52,7 @@ void worker_stop(rpc_server *srv, int index, void *worker_data, void *user_data)
     if (w == NULL)
         return;
     watch_hub_free(w->hub);
+    hbqueue_free(w->hbq);     /* queued heartbeats get REDIS_E_CLOSED now */
     redis_client_free(w->rc); /* in-flight commands get REDIS_E_CLOSED now */
     tokens_free(w->tokens);
     free(w);

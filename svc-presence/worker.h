@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "auth.h"
+#include "hbqueue.h"
 #include "redis.h"
 #include "rpc_server.h"
 #include "settings.h"
@@ -31,6 +32,7 @@ typedef struct presence_worker {
     const presence_service *svc; /* process-wide state */
     int index;                   /* worker number */
     redis_client *rc;            /* this worker's command connection */
+    hbqueue *hbq;                /* heartbeats batched per loop iteration, on |rc| */
     watch_hub *hub;              /* this worker's watch streams */
     token_cache *tokens;         /* verified bearer tokens seen by this worker */
 } presence_worker;

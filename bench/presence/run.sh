@@ -5,7 +5,10 @@
 #   bench/presence/run.sh [BUILD_DIR]          # default <repo>/build
 #
 # Environment: SECONDS_PER_RUN (10), WORKERS (svc-presence workers, 2), USERS (10000),
-# HB_THREADS (2), HB_INFLIGHT (256 per thread), RATE (watch changes/s, 500).
+# HB_THREADS (2), HB_INFLIGHT (256 per thread), RATE (watch changes/s, 500),
+# RUNS ("heartbeat get watch": which of the runs below), PERF_DIR (set: `perf record -g` Redis,
+# instance A and the client during the heartbeat run into PERF_DIR/{redis,a,client}.data; the
+# profiler's own CPU then counts against the numbers, so use it for profiles only).
 # Everything shares this machine's cores: Redis, the service and the load client.
 set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,6 +21,8 @@ USERS=${USERS:-10000}
 HB_THREADS=${HB_THREADS:-2}
 HB_INFLIGHT=${HB_INFLIGHT:-256}
 RATE=${RATE:-500}
+RUNS=${RUNS:-heartbeat get watch}
+PERF_DIR=${PERF_DIR:-}
 SECRET=presence-bench-secret-0123456789abcdef
 
 [[ -x $SVC && -x $BENCH ]] || { echo "build first: ninja -C $BUILD svc-presence presence_bench" >&2; exit 2; }
@@ -27,6 +32,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 
 TMP=$(mktemp -d /tmp/chat-presence-bench-XXXXXX)
 PIDS=()
+BENCH_PREFIX=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -64,7 +70,7 @@ cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/p
 run() {
     local r0 a0 b0 out
     r0=$(cpu_s "$RPID") a0=$(cpu_s "$APID") b0=$(cpu_s "$BPID")
-    out=$(/usr/bin/time -f "%U %S" -o "$TMP/time" "$BENCH" "$@") || true
+    out=$(/usr/bin/time -f "%U %S" -o "$TMP/time" "${BENCH_PREFIX[@]}" "$BENCH" "$@") || true
     printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f\n' "$out" \
         "$(echo "$(cpu_s "$RPID") - $r0" | bc)" "$(echo "$(cpu_s "$APID") - $a0" | bc)" \
         "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk '{print $1 + $2}' "$TMP/time")"
@@ -73,15 +79,34 @@ run() {
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
     "$(redis-server --version | cut -d' ' -f3), svc-presence workers=$WORKERS"
 # heartbeats: the first pass brings USERS online, then steady-state refreshes
-run heartbeat --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" \
-    --threads "$HB_THREADS" --conns 4 --inflight "$HB_INFLIGHT" --seconds "$SECS" --warmup 3
+if [[ " $RUNS " == *" heartbeat "* ]]; then
+    PERF_PIDS=()
+    if [[ -n $PERF_DIR ]]; then
+        mkdir -p "$PERF_DIR"
+        for x in redis:"$RPID" a:"$APID"; do
+            perf record -g -o "$PERF_DIR/${x%%:*}.data" -p "${x#*:}" -- sleep $((SECS + 3)) \
+                >/dev/null 2>&1 &
+            PERF_PIDS+=($!)
+        done
+        BENCH_PREFIX=(perf record -g -o "$PERF_DIR/client.data" --)
+    fi
+    run heartbeat --target 127.0.0.1:"$A" --secret "$SECRET" \
+        --users "$USERS" --threads "$HB_THREADS" --conns 4 --inflight "$HB_INFLIGHT" \
+        --seconds "$SECS" --warmup 3
+    for p in "${PERF_PIDS[@]}"; do wait "$p" || true; done
+    BENCH_PREFIX=()
+fi
 # GetPresence of 500 users: latency at one call in flight, then throughput at 8
-run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
-    --conns 1 --inflight 1 --seconds "$SECS" --warmup 2
-run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
-    --conns 2 --inflight 8 --seconds "$SECS" --warmup 2
+if [[ " $RUNS " == *" get "* ]]; then
+    run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
+        --conns 1 --inflight 1 --seconds "$SECS" --warmup 2
+    run get --target 127.0.0.1:"$A" --secret "$SECRET" --users "$USERS" --batch 500 \
+        --conns 2 --inflight 8 --seconds "$SECS" --warmup 2
+fi
 # change-to-watcher: USERS watched on A, changes made through B (then 4x the rate)
-run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
-    --users "$USERS" --rate "$RATE" --conns 4 --seconds "$SECS"
-run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
-    --users "$USERS" --rate $((RATE * 4)) --conns 4 --seconds "$SECS"
+if [[ " $RUNS " == *" watch "* ]]; then
+    run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
+        --users "$USERS" --rate "$RATE" --conns 4 --seconds "$SECS"
+    run watch --target 127.0.0.1:"$B" --watch-target 127.0.0.1:"$A" --secret "$SECRET" \
+        --users "$USERS" --rate $((RATE * 4)) --conns 4 --seconds "$SECS"
+fi

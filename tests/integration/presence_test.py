@@ -11,6 +11,9 @@ into a temp dir, mints HS256 tokens by hand (hmac), and checks:
     with TTLs: the service's expiry backstop);
   - multi-device: online until the last device leaves, counts and last-seen right;
   - batch GetPresence: order, duplicates, unknown users, 500 ids;
+  - heartbeats that arrive together go to Redis as one script call, each with its own answer
+    or error (a repeated device, an unreadable record, an invalid request among them); a full
+    heartbeat queue answers RESOURCE_EXHAUSTED;
   - a watcher on instance A sees changes made through instance B within 1 s;
   - Redis restarted during a watch: the watcher gets a fresh snapshot (and later changes);
     Redis down longer than the resync timeout: the stream ends with UNAVAILABLE;
@@ -435,6 +438,129 @@ class T3Batch(unittest.TestCase):
         # 500 ids of which many repeat still count as 500 entries
         resp = get(A.stub, ["batch-0"] * 500)
         self.assertEqual(len(resp.users), 1)
+
+
+def h2_burst(port, reqs):
+    """Sends every (method, user, request message) of |reqs| as a unary gRPC call on one
+    HTTP/2 connection in a single write, so the server reads them in one loop iteration;
+    returns [(grpc-status, response bytes, grpc-message)] in the same order."""
+    import h2.connection  # pylint: disable=import-outside-toplevel
+    import h2.config  # pylint: disable=import-outside-toplevel
+    import h2.events  # pylint: disable=import-outside-toplevel
+    sock = socket.create_connection(("127.0.0.1", port))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    # wait for the server's SETTINGS (its stream limit) before the burst
+    sock.settimeout(10)
+    settled = False
+    while not settled:
+        for ev in conn.receive_data(sock.recv(65536)):
+            if isinstance(ev, h2.events.RemoteSettingsChanged):
+                settled = True
+    sock.sendall(conn.data_to_send())
+    ids = []
+    for method, user, msg in reqs:
+        sid = conn.get_next_available_stream_id()
+        body = msg.SerializeToString()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                (":path", "/chat.v1.PresenceService/" + method),
+                                (":authority", "127.0.0.1:%d" % port),
+                                ("content-type", "application/grpc"), ("te", "trailers"),
+                                ("authorization", "Bearer " + token(user))])
+        conn.send_data(sid, b"\0" + len(body).to_bytes(4, "big") + body, end_stream=True)
+        ids.append(sid)
+    sock.sendall(conn.data_to_send())
+    data = {sid: b"" for sid in ids}
+    status = {}
+    while len(status) < len(ids):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        for ev in conn.receive_data(chunk):
+            if isinstance(ev, h2.events.DataReceived):
+                data[ev.stream_id] += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (h2.events.TrailersReceived, h2.events.ResponseReceived)):
+                h = dict((k.decode() if isinstance(k, bytes) else k,
+                          v.decode() if isinstance(v, bytes) else v) for k, v in ev.headers)
+                if "grpc-status" in h:
+                    status[ev.stream_id] = (int(h["grpc-status"]), h.get("grpc-message", ""))
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    return [(status[sid][0], data[sid][5:], status[sid][1]) for sid in ids]
+
+
+def batch_metric(inst):
+    m = inst.metrics()
+    return (m.get("presence_heartbeat_batch_size_count", 0),
+            m.get("presence_heartbeat_batch_size_sum", 0))
+
+
+class T3HeartbeatBatches(unittest.TestCase):
+    """Heartbeats that arrive together are sent to Redis as one script call (hbqueue.c), and
+    every call still gets its own answer or error."""
+
+    def test_1_burst_is_one_script_call_with_answers_per_call(self):
+        REDIS.cli("HSET", "presence-state:hbb-broken", "x", "1")  # a record Redis cannot read
+        reqs = []
+        for i in range(30):
+            reqs.append(("Heartbeat", "hbb-%d" % i, pb.HeartbeatRequest(device_id="phone",
+                                                                        ttl_ms=60000)))
+            reqs.append(("Heartbeat", "hbb-%d" % i, pb.HeartbeatRequest(device_id="pad",
+                                                                        ttl_ms=30000)))
+        reqs.append(("Heartbeat", "hbb-0", pb.HeartbeatRequest(device_id="phone", ttl_ms=90000)))
+        reqs.append(("Heartbeat", "hbb-broken", pb.HeartbeatRequest(device_id="p")))
+        reqs.append(("Heartbeat", "hbb-1", pb.HeartbeatRequest(device_id="bad id")))
+        count0, sum0 = batch_metric(A)
+        t0 = time.time()
+        out = h2_burst(A.port, reqs)
+        t1 = time.time()
+        count1, sum1 = batch_metric(A)
+        # 62 heartbeats reached Redis (the invalid one did not), in very few script calls
+        self.assertEqual(sum1 - sum0, 62)
+        self.assertLessEqual(count1 - count0, 2, "heartbeats that arrived together not batched")
+        for i in range(30):
+            for k, ttl in ((2 * i, 60000), (2 * i + 1, 30000)):
+                code, body, msg = out[k]
+                self.assertEqual(code, 0, msg)
+                r = pb.HeartbeatResponse.FromString(body)
+                self.assertEqual(r.ttl_ms, ttl)
+                self.assertTrue(t0 * 1000 + ttl - 1000 <= r.expires_at_ms <= t1 * 1000 + ttl + 1000)
+        # the repeated device saw the earlier heartbeat: same user, later expiry, one record
+        r0 = pb.HeartbeatResponse.FromString(out[0][1])
+        r60 = pb.HeartbeatResponse.FromString(out[60][1])
+        self.assertEqual(out[60][0], 0)
+        self.assertEqual(r60.expires_at_ms - r0.expires_at_ms, 30000)
+        self.assertEqual(out[61][0], grpc.StatusCode.INTERNAL.value[0])  # its own error only
+        self.assertEqual(out[62][0], grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        resp = get(A.stub, ["hbb-%d" % i for i in range(30)])
+        self.assertEqual([u.online_devices for u in resp.users], [2] * 30)
+        rec = REDIS.cli("GET", "presence-state:hbb-0").split()
+        self.assertEqual(sorted(rec[1:]), ["pad=%d" % (r0.expires_at_ms - 30000),
+                                           "phone=%d" % r60.expires_at_ms])
+
+    def test_2_full_queue_is_resource_exhausted(self):
+        # Redis holds write commands for 1.5 s, so the first 8 heartbeats stay in flight and
+        # the worker's queue (--heartbeat-queue-max 8) refuses the rest at once.
+        inst = Presence(TMP, "presence-q", REDIS.port, extra=["--heartbeat-queue-max", "8"])
+        try:
+            hb_retry(inst.stub, "hbq-warm", "p")
+            reqs = [("Heartbeat", "hbq-%d" % i, pb.HeartbeatRequest(device_id="p"))
+                    for i in range(20)]
+            REDIS.cli("CLIENT", "PAUSE", "1500", "WRITE")
+            t0 = time.time()
+            out = h2_burst(inst.port, reqs)
+            codes = [c for c, _, _ in out]
+            self.assertEqual(codes[:8], [0] * 8)
+            self.assertEqual(codes[8:], [grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]] * 12)
+            self.assertIn("too many heartbeats", out[8][2].replace("%20", " "))
+            self.assertGreater(time.time() - t0, 1.0)  # the accepted ones waited for Redis
+            # and the queue takes heartbeats again once they are answered
+            self.assertEqual(hb(inst.stub, "hbq-8", "p").ttl_ms, 30000)
+        finally:
+            REDIS.cli("CLIENT", "UNPAUSE")
+            inst.stop()
 
 
 class T4AcrossInstances(unittest.TestCase):
