@@ -25,9 +25,12 @@
  * other names through evdns (the resolver's configuration is read once, when
  * the channel is created).
  *
- * Buffers, per connection: reads go through one 16 KiB stack buffer; nghttp2
- * holds at most one frame of output while the socket is blocked (we write from
- * its send callback). Per call: the request queue (unbounded by design, see
+ * Buffers, per connection: reads go through one 16 KiB stack buffer; writes are
+ * coalesced: everything nghttp2 has to send is collected (nghttp2_session_mem_send)
+ * into the connection's write buffer, up to CLIENT_WRITE_FLUSH bytes, and handed to
+ * the socket in one send(), so a burst of calls costs one system call, not two per
+ * call; bytes the socket does not take wait there for EV_WRITE (nghttp2 is not asked
+ * for more meanwhile). Per call: the request queue (unbounded by design, see
  * rpc_ccall_send), the deframer's partial message (<= max_recv_message), and
  * response metadata (<= CLIENT_MAX_HEADER_LIST per header block).
  */
@@ -64,6 +67,7 @@
 #define CLIENT_MAX_SEND_MESSAGE INT32_MAX /* largest request message, bytes */
 #define CLIENT_READ_CHUNK 16384           /* bytes per recv() */
 #define CLIENT_READS_PER_EVENT 8          /* recv() calls per readable event, for fairness */
+#define CLIENT_WRITE_FLUSH 65536          /* coalesce up to this many bytes per send() */
 #define KEEPALIVE_TIMEOUT_MS 20000        /* a keepalive PING unanswered this long kills the conn */
 #define BACKOFF_MULTIPLIER 1.6
 #define BACKOFF_JITTER 0.2
@@ -162,6 +166,10 @@ typedef struct cconn {
     struct evutil_addrinfo *next_addr;        /* next one to try */
     struct evdns_getaddrinfo_request *dnsreq; /* in flight while CONN_RESOLVING */
     bool write_blocked;                       /* the socket said EAGAIN */
+    uint8_t *wbuf;                            /* output collected from nghttp2, or NULL */
+    size_t wcap;                              /* allocated bytes of |wbuf| */
+    size_t wlen;                              /* bytes in |wbuf| */
+    size_t woff;                              /* of which already sent */
     bool ping_outstanding;                    /* keepalive PING sent, no ACK yet */
     int64_t ping_sent_ms;                     /* when */
     int64_t last_read_ms;                     /* last bytes from the server */
@@ -877,25 +885,53 @@ static int on_error(nghttp2_session *ng, int lib_error_code, const char *msg, si
     return 0;
 }
 
-static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags,
-                       void *user_data)
+/* Sends what nghttp2 has to send, coalesced (see "Buffers" above). Returns 0 (then
+ * conn->write_blocked says whether bytes wait for EV_WRITE), an nghttp2 error, or
+ * NGHTTP2_ERR_CALLBACK_FAILURE when the socket failed (conn->ch->last_error says why). nghttp2
+ * callbacks may run meanwhile and may mark the connection dead. */
+static int conn_write(cconn *conn)
 {
-    (void)ng;
-    (void)flags;
-    cconn *conn = user_data;
+    conn->write_blocked = false;
     for (;;) {
-        ssize_t n = send(conn->fd, data, len, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            conn->write_blocked = true;
-            return NGHTTP2_ERR_WOULDBLOCK;
+        while (conn->woff < conn->wlen) {
+            ssize_t n =
+                send(conn->fd, conn->wbuf + conn->woff, conn->wlen - conn->woff, MSG_NOSIGNAL);
+            if (n >= 0) {
+                conn->woff += (size_t)n;
+                continue;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                conn->write_blocked = true;
+                return 0;
+            }
+            snprintf(conn->ch->last_error, sizeof(conn->ch->last_error), "send to %s: %s",
+                     conn->ch->target, strerror(errno));
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
-        snprintf(conn->ch->last_error, sizeof(conn->ch->last_error), "send to %s: %s",
-                 conn->ch->target, strerror(errno));
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+        conn->woff = conn->wlen = 0;
+        if (conn->state == CONN_DEAD)
+            return 0;
+        while (conn->wlen < CLIENT_WRITE_FLUSH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(conn->ng, &data);
+            if (n < 0)
+                return (int)n;
+            if (n == 0 || conn->state == CONN_DEAD)
+                break;
+            if (conn->wlen + (size_t)n > conn->wcap) {
+                size_t ncap = conn->wcap ? conn->wcap : 16384;
+                while (ncap < conn->wlen + (size_t)n)
+                    ncap *= 2;
+                conn->wbuf = mem_realloc(conn->wbuf, ncap);
+                conn->wcap = ncap;
+            }
+            memcpy(conn->wbuf + conn->wlen, data, (size_t)n);
+            conn->wlen += (size_t)n;
+        }
+        if (conn->wlen == 0)
+            return 0;
     }
 }
 
@@ -913,8 +949,7 @@ static void conn_flush(cconn *conn)
 {
     if (conn->state == CONN_DEAD || conn->ng == NULL)
         return;
-    conn->write_blocked = false;
-    int rv = nghttp2_session_send(conn->ng);
+    int rv = conn_write(conn);
     if (conn->state == CONN_DEAD)
         return;
     if (rv != 0) {
@@ -1012,6 +1047,7 @@ static void conn_destroy(cconn *conn)
         close(conn->fd);
     if (conn->addrs)
         evutil_freeaddrinfo(conn->addrs);
+    free(conn->wbuf);
     clink_del(&conn->link);
     free(conn);
 }
@@ -1143,7 +1179,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
                 snprintf(why, sizeof(why), "HTTP/2 error from %s: %s", ch->target,
                          nghttp2_strerror((int)rv));
                 /* Tell the server why before closing, when the session can still say it. */
-                nghttp2_session_send(conn->ng);
+                conn_write(conn);
                 conn_fail(conn, why);
                 break;
             }
@@ -1175,7 +1211,6 @@ static void conn_start_session(cconn *conn)
     rpc_channel *ch = conn->ch;
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);

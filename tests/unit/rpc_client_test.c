@@ -67,6 +67,7 @@ typedef struct pstream {
     char *values[MAX_HDRS]; /* owned */
     uint8_t body[1 << 16];  /* request body (first 64 KiB) */
     size_t body_len;        /* bytes in |body| */
+    size_t body_total;      /* request body bytes received in all */
     bool ended;             /* END_STREAM from the client */
     int rst;                /* RST_STREAM code from the client, -1 none */
     /* response being sent */
@@ -102,6 +103,7 @@ typedef struct peer {
     answer_fn answer;  /* PEER_H2 behaviour */
     int pings;         /* PINGs received (not ACKs) */
     bool answer_early; /* answer on the request headers instead of END_STREAM */
+    bool big_window;   /* advertise 1 GiB flow-control windows (large requests) */
 } peer;
 
 static pstream *pc_stream(pconn *pc, int32_t id, bool create)
@@ -159,6 +161,7 @@ static int p_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8
     (void)flags;
     pstream *st = pc_stream(ud, id, true);
     if (st) {
+        st->body_total += len;
         size_t take = sizeof(st->body) - st->body_len;
         if (take > len)
             take = len;
@@ -297,7 +300,13 @@ static void p_accept_cb(evutil_socket_t lfd, short what, void *arg)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, p_on_frame_recv);
     nghttp2_session_server_new(&pc->ng, cbs, pc);
     nghttp2_session_callbacks_del(cbs);
-    nghttp2_submit_settings(pc->ng, NGHTTP2_FLAG_NONE, NULL, 0);
+    if (p->big_window) {
+        nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30}};
+        nghttp2_submit_settings(pc->ng, NGHTTP2_FLAG_NONE, iv, 1);
+        nghttp2_session_set_local_window_size(pc->ng, NGHTTP2_FLAG_NONE, 0, 1 << 30);
+    } else {
+        nghttp2_submit_settings(pc->ng, NGHTTP2_FLAG_NONE, NULL, 0);
+    }
     pc->ev = event_new(p->base, fd, EV_READ | EV_PERSIST, p_conn_cb, pc);
     event_add(pc->ev, NULL);
     pc_flush(pc);
@@ -794,6 +803,70 @@ static void test_full_response_and_gzip(void **state)
     resp_body = NULL;
 }
 
+/* A request far larger than the socket buffers while the server does not read: the client's
+ * coalesced writes keep what the socket refused and finish on EV_WRITE, in order, and a call
+ * started meanwhile goes out after it, intact. */
+static void test_large_request_while_peer_stalls(void **state)
+{
+    fixture *f = *state;
+    start_peer(f, PEER_H2, answer_scripted);
+    f->p.big_window = true;
+    open_channel(f, peer_target(&f->p), NULL);
+    resp_headers = grpc_headers;
+    resp_body = framed_response(10, false, &resp_len);
+    resp_trailers = ok_trailers;
+    rec r0 = {0};
+    unary(f, NULL, &r0);
+    assert_int_equal(rpc_run_until(f->base, &r0.done, 5000), 0);
+    assert_int_equal(r0.code, RPC_STATUS_OK);
+    pconn *pc = f->p.conns[0];
+    event_del(pc->ev); /* the server stops reading */
+
+    enum { BIG = 24 << 20 };
+    Grpc__Testing__SimpleRequest req;
+    grpc__testing__simple_request__init(&req);
+    Grpc__Testing__Payload payload;
+    grpc__testing__payload__init(&payload);
+    payload.body.data = malloc(BIG);
+    payload.body.len = BIG;
+    for (size_t i = 0; i < BIG; i++)
+        payload.body.data[i] = (uint8_t)(i * 7);
+    req.payload = &payload;
+    req.response_size = 10;
+    size_t framed = 5 + grpc__testing__simple_request__get_packed_size(&req);
+    rec r1 = {0}, r2 = {0};
+    rpc_ccall *call = NULL;
+    assert_int_equal(rpc_ccall_start(&call, f->ch, &m_unary, NULL, &rcb, &r1), 0);
+    assert_int_equal(rpc_ccall_send(call, &req.base), 0);
+    assert_int_equal(rpc_ccall_close_send(call), 0);
+    run_for(f, 300);
+    unary(f, NULL, &r2); /* queued behind the blocked bytes */
+    run_for(f, 100);
+    assert_false(r1.done);
+    assert_false(r2.done);
+    event_add(pc->ev, NULL); /* reading again */
+    assert_int_equal(rpc_run_until(f->base, &r2.done, 10000), 0);
+    assert_int_equal(rpc_run_until(f->base, &r1.done, 10000), 0);
+    assert_int_equal(r1.code, RPC_STATUS_OK);
+    assert_int_equal(r2.code, RPC_STATUS_OK);
+    pstream *s1 = pc_stream(pc, 3, false), *s2 = pc_stream(pc, 5, false);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    assert_int_equal(s1->body_total, framed);
+    assert_true(s1->ended);
+    assert_true(s2->ended);
+    assert_int_equal(s2->body_total, s2->body_len);
+    ProtobufCMessage *small = NULL;
+    assert_int_equal(rpc_decode_message(&grpc__testing__simple_request__descriptor, false,
+                                        s2->body + 5, s2->body_len - 5, 1 << 20, &small),
+                     0);
+    assert_int_equal(((Grpc__Testing__SimpleRequest *)small)->response_size, 10);
+    protobuf_c_message_free_unpacked(small, NULL);
+    free(payload.body.data);
+    free(resp_body);
+    resp_body = NULL;
+}
+
 static void test_missing_status(void **state)
 {
     fixture *f = *state;
@@ -1096,6 +1169,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backoff_timing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_channel_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_after_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_request_while_peer_stalls, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
