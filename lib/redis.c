@@ -645,18 +645,17 @@ struct req {
     void *ud;                   /* its user_data */
     int64_t sent_ms;            /* mono ms when written */
     const redis_script *script; /* for EVALSHA requests */
-    int argc;                   /* script: keys + args copied below */
-    char **argv;                /* owned copies */
+    int argc;                   /* script: keys + args, after the 3 slots below */
+    const char **argv;          /* script: EVALSHA|EVAL, sha|source, numkeys, then copies of
+                                   the keys and args; one allocation with |argvlen| and the
+                                   bytes (so a batch of many arguments costs one malloc) */
     size_t *argvlen;            /* their lengths */
     char numkeys[12];           /* script: decimal numkeys */
 };
 
 static void req_free(req *q)
 {
-    for (int i = 0; i < q->argc; i++)
-        free(q->argv[i]);
-    free(q->argv);
-    free(q->argvlen);
+    free(q->argv); /* |argvlen| and the bytes share it */
     free(q);
 }
 
@@ -743,27 +742,13 @@ static int req_send(redis_client *c, req *q, int argc, const char **argv, const 
 
 static int script_send(redis_client *c, req *q, bool sha)
 {
-    int n = q->argc + 3;
-    const char *stack_argv[32];
-    size_t stack_len[32];
-    const char **argv = n <= 32 ? stack_argv : mem_alloc(sizeof(*argv) * (size_t)n);
-    size_t *lens = n <= 32 ? stack_len : mem_alloc(sizeof(*lens) * (size_t)n);
-    argv[0] = sha ? "EVALSHA" : "EVAL";
-    argv[1] = sha ? q->script->sha : q->script->source;
-    argv[2] = q->numkeys;
-    lens[0] = strlen(argv[0]);
-    lens[1] = strlen(argv[1]);
-    lens[2] = strlen(argv[2]);
-    for (int i = 0; i < q->argc; i++) {
-        argv[3 + i] = q->argv[i];
-        lens[3 + i] = q->argvlen[i];
-    }
-    int rv = req_send(c, q, n, argv, lens);
-    if (argv != stack_argv)
-        free(argv);
-    if (lens != stack_len)
-        free(lens);
-    return rv;
+    q->argv[0] = sha ? "EVALSHA" : "EVAL";
+    q->argv[1] = sha ? q->script->sha : q->script->source;
+    q->argv[2] = q->numkeys;
+    q->argvlen[0] = strlen(q->argv[0]);
+    q->argvlen[1] = strlen(q->argv[1]);
+    q->argvlen[2] = strlen(q->argv[2]);
+    return req_send(c, q, q->argc + 3, q->argv, q->argvlen);
 }
 
 static bool is_noscript(const redisReply *reply)
@@ -951,14 +936,20 @@ int redis_client_eval(redis_client *c, const redis_script *s, int numkeys, int a
     q->script = s;
     snprintf(q->numkeys, sizeof(q->numkeys), "%d", numkeys);
     q->argc = argc;
-    q->argv = mem_calloc((size_t)(argc ? argc : 1), sizeof(char *));
-    q->argvlen = mem_calloc((size_t)(argc ? argc : 1), sizeof(size_t));
+    size_t n = (size_t)argc + 3, bytes = 0;
+    for (int i = 0; i < argc; i++)
+        bytes += (argvlen != NULL ? argvlen[i] : strlen(argv[i])) + 1;
+    char *block = mem_alloc(n * (sizeof(*q->argv) + sizeof(*q->argvlen)) + bytes);
+    q->argv = (const char **)(void *)block;
+    q->argvlen = (size_t *)(void *)(block + n * sizeof(*q->argv));
+    char *p = block + n * (sizeof(*q->argv) + sizeof(*q->argvlen));
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
-        q->argv[i] = mem_alloc(len + 1);
-        memcpy(q->argv[i], argv[i], len);
-        q->argv[i][len] = '\0';
-        q->argvlen[i] = len;
+        memcpy(p, argv[i], len);
+        p[len] = '\0';
+        q->argv[3 + i] = p;
+        q->argvlen[3 + i] = len;
+        p += len + 1;
     }
     rv = script_send(c, q, true);
     if (rv != 0)

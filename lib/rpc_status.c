@@ -63,18 +63,19 @@ const char *rpc_strerror(int err)
     }
 }
 
+/* Each entry is one allocation: the lower-cased key, then the value (both NUL-terminated, so
+ * string users can read values directly); rpc_mdlist_clear() frees the key only. */
 static int mdlist_push(rpc_mdlist *l, const char *key, const void *value, size_t value_len)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 4;
         l->items = mem_realloc(l->items, l->cap * sizeof(*l->items));
     }
-    char *k = mem_strdup(key);
-    for (char *p = k; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    /* Values are stored NUL-terminated so string users can read them directly. */
-    uint8_t *v = mem_alloc(value_len + 1);
+    size_t klen = strlen(key);
+    char *k = mem_alloc(klen + 1 + value_len + 1);
+    for (size_t i = 0; i <= klen; i++)
+        k[i] = (key[i] >= 'A' && key[i] <= 'Z') ? (char)(key[i] - 'A' + 'a') : key[i];
+    uint8_t *v = (uint8_t *)k + klen + 1;
     if (value_len)
         memcpy(v, value, value_len);
     v[value_len] = '\0';
@@ -121,10 +122,8 @@ const rpc_md *rpc_mdlist_get(const rpc_mdlist *l, const char *key)
 
 void rpc_mdlist_clear(rpc_mdlist *l)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        free((void *)l->items[i].key);
-        free((void *)l->items[i].value);
-    }
+    for (size_t i = 0; i < l->n; i++)
+        free((void *)l->items[i].key); /* the value shares its allocation */
     free(l->items);
     memset(l, 0, sizeof(*l));
 }

@@ -13,7 +13,7 @@
 typedef struct token_entry {
     char *token;      /* owned copy, NULL when the slot is empty */
     uint32_t len;     /* bytes in |token| */
-    uint32_t hash;    /* keys_hash() of the token: its home slot, and a cheap first compare */
+    uint32_t hash;    /* token_hash(): its home slot, and a cheap first compare */
     bool used;        /* hit since the clock hand last passed (second chance) */
     auth_identity id; /* what it verified to */
 } token_entry;
@@ -25,6 +25,15 @@ struct token_cache {
     int leeway_s;
     uint64_t hits, misses;
 };
+
+/* Hashes the token's last 32 bytes (its signature: the part that differs between any two
+ * tokens, and the part an attacker cannot choose without the secret) and its length; the full
+ * token is compared on a match. */
+static uint32_t token_hash(const char *tok, size_t len)
+{
+    size_t tail = len < 32 ? len : 32;
+    return keys_hash(tok + len - tail, tail) ^ ((uint32_t)len * 0x9e3779b1u);
+}
 
 token_cache *tokens_new(int leeway_s)
 {
@@ -94,7 +103,7 @@ int tokens_verify_bearer(token_cache *tc, const auth_verifier *v, const char *au
     token_entry *found = NULL;
     uint32_t h = 0;
     if (len <= TOKENS_MAX_LEN) {
-        h = keys_hash(tok, len);
+        h = token_hash(tok, len);
         for (size_t i = h & MASK;; i = (i + 1) & MASK) {
             token_entry *e = &tc->slots[i];
             if (e->token == NULL)
