@@ -7,11 +7,14 @@
  *                  [--inflight K] [--seconds S] [--warmup W]
  *       Heartbeats (ttl 60 s, device "d0") round-robin over N users, K in flight per thread.
  *       The first pass brings each user online; after it every heartbeat is a TTL refresh,
- *       the steady state of a real deployment. Prints calls/s and latency percentiles.
+ *       the steady state of a real deployment. Prints calls/s and latency percentiles. Every
+ *       response is checked: ttl_ms as asked, expires_at_ms = now + ttl (+-1 s, Redis and this
+ *       machine share a clock); a call that ends OK without such a response counts as an error.
  *
  *   presence_bench get --target H:P --secret S [--users N] [--batch B] [--threads T]
  *                  [--conns C] [--inflight K] [--seconds S] [--warmup W]
- *       GetPresence of B random users out of N. Prints calls/s and latency percentiles.
+ *       GetPresence of B random users out of N. Prints calls/s and latency percentiles. Every
+ *       response is checked: the users asked, each once, in the order of their first mention.
  *
  *   presence_bench watch --target H:P --watch-target H:P --secret S [--users N] [--rate R]
  *                  [--conns C] [--seconds S]
@@ -125,6 +128,9 @@ typedef struct worker worker;
 typedef struct slot {
     worker *w;
     int64_t t0;
+    int64_t wall0_ms;       /* CLOCK_REALTIME when sent (heartbeat check) */
+    bool answered;          /* a response arrived and was right */
+    int asked[WATCH_CHUNK]; /* get: the user indexes asked, in order */
 } slot;
 
 struct worker {
@@ -138,6 +144,7 @@ struct worker {
     bool stopping;
     int active;          /* calls in flight */
     uint64_t ok, errors; /* while measuring */
+    uint64_t bad;        /* responses that failed their check (all, warm-up included) */
     uint64_t all_ok;     /* including warm-up, for CPU per call */
     int last_error;
     char last_message[128];
@@ -148,10 +155,58 @@ struct worker {
 
 static void start_one(slot *s);
 
+#define HB_TTL_MS 60000
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long user_index(const char *id);
+
+static void on_hb_message(rpc_ccall *call, const Chat__V1__HeartbeatResponse *msg, void *ud)
+{
+    (void)call;
+    slot *s = ud;
+    int64_t lo = s->wall0_ms + HB_TTL_MS - 1000, hi = wall_ms() + HB_TTL_MS + 1000;
+    if (msg->ttl_ms == HB_TTL_MS && msg->expires_at_ms >= lo && msg->expires_at_ms <= hi)
+        s->answered = true;
+    else
+        s->w->bad++;
+}
+
+static void on_get_message(rpc_ccall *call, const Chat__V1__GetPresenceResponse *msg, void *ud)
+{
+    (void)call;
+    slot *s = ud;
+    /* the response lists the users asked, each once, in the order of first mention: walk the
+     * request along the response, skipping repeats of users already answered */
+    size_t k = 0;
+    bool good = msg->n_users >= 1;
+    for (size_t i = 0; i < msg->n_users && good; i++) {
+        long u = user_index(msg->users[i]->user_id);
+        while (k < (size_t)O.batch && s->asked[k] != u)
+            k++;
+        good = k < (size_t)O.batch && msg->users[i]->online == (msg->users[i]->online_devices > 0);
+    }
+    if (good)
+        s->answered = true;
+    else
+        s->w->bad++;
+}
+
 static void unary_closed(slot *s, const rpc_status *st)
 {
     worker *w = s->w;
     w->active--;
+    rpc_status checked = *st;
+    if (st->code == RPC_STATUS_OK && !s->answered) {
+        checked.code = RPC_STATUS_INTERNAL;
+        checked.message = "OK without a valid response";
+    }
+    st = &checked;
     if (st->code == RPC_STATUS_OK)
         w->all_ok++;
     if (w->measuring) {
@@ -189,28 +244,32 @@ static void start_one(slot *s)
     rpc_channel *ch = w->ch[idx % (size_t)O.conns];
     rpc_call_opts co = {.timeout_ms = 10000, .wait_for_ready = true};
     s->t0 = now_ns();
+    s->answered = false;
     int rv;
     if (strcmp(O.mode, "heartbeat") == 0) {
         /* threads interleave over the users so that each user is refreshed evenly */
         size_t u = (size_t)((w->next_user++ * (uint64_t)O.threads + (uint64_t)w->index) %
                             (uint64_t)O.users);
         co.metadata = &user_md[u];
+        s->wall0_ms = wall_ms();
         Chat__V1__HeartbeatRequest req = CHAT__V1__HEARTBEAT_REQUEST__INIT;
         req.device_id = "d0";
-        req.ttl_ms = 60000;
-        const Chat__V1__PresenceService__Heartbeat__RpcClientCallbacks cb = {.on_close =
-                                                                                 on_hb_close};
+        req.ttl_ms = HB_TTL_MS;
+        const Chat__V1__PresenceService__Heartbeat__RpcClientCallbacks cb = {
+            .on_message = on_hb_message, .on_close = on_hb_close};
         rv = chat__v1__presence_service__rpc_heartbeat(NULL, ch, &req, &co, &cb, s);
     } else {
         char *ids[WATCH_CHUNK];
-        for (int i = 0; i < O.batch; i++)
-            ids[i] = user_ids[rand_r(&w->rng) % (unsigned)O.users];
+        for (int i = 0; i < O.batch; i++) {
+            s->asked[i] = (int)(rand_r(&w->rng) % (unsigned)O.users);
+            ids[i] = user_ids[s->asked[i]];
+        }
         co.metadata = &user_md[rand_r(&w->rng) % (unsigned)O.users];
         Chat__V1__GetPresenceRequest req = CHAT__V1__GET_PRESENCE_REQUEST__INIT;
         req.n_user_ids = (size_t)O.batch;
         req.user_ids = ids;
-        const Chat__V1__PresenceService__GetPresence__RpcClientCallbacks cb = {.on_close =
-                                                                                   on_get_close};
+        const Chat__V1__PresenceService__GetPresence__RpcClientCallbacks cb = {
+            .on_message = on_get_message, .on_close = on_get_close};
         rv = chat__v1__presence_service__rpc_get_presence(NULL, ch, &req, &co, &cb, s);
     }
     if (rv == 0)
@@ -276,7 +335,7 @@ static int run_unary(void)
         pthread_create(&th[i], NULL, worker_main, &ws[i]);
     }
     samples all = {0};
-    uint64_t ok = 0, errors = 0, all_ok = 0;
+    uint64_t ok = 0, errors = 0, all_ok = 0, bad = 0;
     double secs = 0;
     int last_error = 0;
     const char *last_message = "";
@@ -285,6 +344,7 @@ static int run_unary(void)
         samples_merge(&all, &ws[i].lat);
         ok += ws[i].ok;
         all_ok += ws[i].all_ok;
+        bad += ws[i].bad;
         errors += ws[i].errors;
         if (ws[i].errors) {
             last_error = ws[i].last_error;
@@ -297,16 +357,16 @@ static int run_unary(void)
     qsort(all.us, all.n, sizeof(*all.us), cmp_u32);
     printf("mode=%s users=%d threads=%d conns=%d inflight=%d batch=%d seconds=%.1f calls=%llu "
            "errors=%llu calls_per_s=%.0f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
-           "max_ms=%.3f all_calls=%llu\n",
+           "max_ms=%.3f all_calls=%llu bad_responses=%llu\n",
            O.mode, O.users, O.threads, O.conns, O.inflight,
            strcmp(O.mode, "get") == 0 ? O.batch : 0, secs, (unsigned long long)ok,
            (unsigned long long)errors, secs > 0 ? (double)ok / secs : 0, pct_ms(&all, 0.5),
            pct_ms(&all, 0.9), pct_ms(&all, 0.99), pct_ms(&all, 0.999), pct_ms(&all, 1.0),
-           (unsigned long long)all_ok);
+           (unsigned long long)all_ok, (unsigned long long)bad);
     if (errors)
         fprintf(stderr, "presence_bench: last error %s: %s\n", rpc_status_name(last_error),
                 last_message);
-    return errors ? 1 : 0;
+    return errors || bad ? 1 : 0;
 }
 
 /* --- watch latency ------------------------------------------------------------------------- */

@@ -8,7 +8,8 @@
 # HB_THREADS (2), HB_INFLIGHT (256 per thread), RATE (watch changes/s, 500),
 # RUNS ("heartbeat get watch": which of the runs below), PERF_DIR (set: `perf record -g` Redis,
 # instance A and the client during the heartbeat run into PERF_DIR/{redis,a,client}.data; the
-# profiler's own CPU then counts against the numbers, so use it for profiles only).
+# profiler's own CPU then counts against the numbers, so use it for profiles only), PERF_ARGS
+# (perf record options, default "-g"; e.g. "--call-graph dwarf" to see through -O2 frames).
 # Everything shares this machine's cores: Redis, the service and the load client.
 set -euo pipefail
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,6 +24,7 @@ HB_INFLIGHT=${HB_INFLIGHT:-256}
 RATE=${RATE:-500}
 RUNS=${RUNS:-heartbeat get watch}
 PERF_DIR=${PERF_DIR:-}
+read -r -a PERF_ARGS <<<"${PERF_ARGS:--g}"
 SECRET=presence-bench-secret-0123456789abcdef
 
 [[ -x $SVC && -x $BENCH ]] || { echo "build first: ninja -C $BUILD svc-presence presence_bench" >&2; exit 2; }
@@ -73,7 +75,7 @@ run() {
     out=$(/usr/bin/time -f "%U %S" -o "$TMP/time" "${BENCH_PREFIX[@]}" "$BENCH" "$@") || true
     printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f\n' "$out" \
         "$(echo "$(cpu_s "$RPID") - $r0" | bc)" "$(echo "$(cpu_s "$APID") - $a0" | bc)" \
-        "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk '{print $1 + $2}' "$TMP/time")"
+        "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk 'END {print $1 + $2}' "$TMP/time")"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
@@ -84,11 +86,11 @@ if [[ " $RUNS " == *" heartbeat "* ]]; then
     if [[ -n $PERF_DIR ]]; then
         mkdir -p "$PERF_DIR"
         for x in redis:"$RPID" a:"$APID"; do
-            perf record -g -o "$PERF_DIR/${x%%:*}.data" -p "${x#*:}" -- sleep $((SECS + 3)) \
+            perf record "${PERF_ARGS[@]}" -o "$PERF_DIR/${x%%:*}.data" -p "${x#*:}" -- sleep $((SECS + 3)) \
                 >/dev/null 2>&1 &
             PERF_PIDS+=($!)
         done
-        BENCH_PREFIX=(perf record -g -o "$PERF_DIR/client.data" --)
+        BENCH_PREFIX=(perf record "${PERF_ARGS[@]}" -o "$PERF_DIR/client.data" --)
     fi
     run heartbeat --target 127.0.0.1:"$A" --secret "$SECRET" \
         --users "$USERS" --threads "$HB_THREADS" --conns 4 --inflight "$HB_INFLIGHT" \
