@@ -346,6 +346,8 @@ class Reads(unittest.TestCase):
                        "ORDER BY message_id DESC LIMIT 51" % c,
             "range": "SELECT count(*), bit_xor(h) FROM messages WHERE chat_id = %d AND "
                      "message_id >= 0 AND message_id <= 9223372036854775807" % c,
+            "range blocks": "SELECT sum(n), bit_xor(x) FROM message_hash_blocks WHERE "
+                            "chat_id = %d AND bits = 42 AND blk >= 0 AND blk <= 2097151" % c,
             "list": "SELECT chat_id FROM chat_members WHERE user_id = 'uma' AND is_member AND "
                     "chat_id > 0 ORDER BY chat_id LIMIT 51",
         }
