@@ -176,6 +176,52 @@ codes = r.get("statusCodeDistribution", {})
 print("%-44s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  %s" % (sys.argv[1], r["rps"], lat[50], lat[99], codes))
 PYEOF
 }
+# h2load_run NAME CHAT_ID PAGE_SIZE [ANCHOR]: GetHistory from nghttp2's h2load, open loop at RPS (default
+# 200) on one connection, N calls; a far lighter client than ghz, whose own overhead on these
+# 2 cores (p50 ~0.2 / p99 ~1.2 ms for a Health/Check at 200/s) is most of a cached page's
+# latency. The request's protobuf bytes are built below (no codegen needed). h2load cannot
+# read grpc-status (trailers), so the data bytes per call are checked instead: a page of 50
+# messages is several KB, an error answer has no DATA at all.
+h2load_run() { # NAME FIELDS: chat_id page_size [anchor]
+    echo "== $1 (h2load)" >&2
+    wait_quiet
+    "$PY" - "$dir/h2body" "${@:2}" <<'PYEOF'
+import struct, sys
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+chat, page = int(sys.argv[2]), int(sys.argv[3])
+msg = b"\x08" + varint(chat) + b"\x20" + varint(page)  # chat_id = 1, page_size = 4
+if len(sys.argv) > 4:
+    msg += b"\x10" + varint(int(sys.argv[4]))  # anchor_message_id = 2
+open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(msg)) + msg)
+PYEOF
+    rm -f "$dir/h2load.log" # h2load appends to it
+    h2load -n "$N" -c 1 --rps "${RPS:-200}" --log-file="$dir/h2load.log" -d "$dir/h2body" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $tok" \
+        "http://127.0.0.1:$port/chat.v1.ChatsService/GetHistory" >"$dir/h2load.out" 2>&1
+    grep -E "^requests:" "$dir/h2load.out" >&2
+    local data
+    data=$(sed -n 's/^traffic: .*, [0-9.]*[KMG]*B (\([0-9]*\)) data$/\1/p' "$dir/h2load.out" | tail -1)
+    if [[ -z $data ]] || ((data / N < 1000)); then
+        echo "h2load: ${data:-?} data bytes for $N calls: not pages of messages (errors?)" >&2
+        cat "$dir/h2load.out" >&2
+        return 1
+    fi
+    "$PY" - "$1 @ ${RPS:-200}/s (h2load)" "$dir/h2load.log" <<'PYEOF'
+import sys
+v = sorted(int(l.split()[2]) for l in open(sys.argv[2]) if l.strip())
+st = [l.split()[1] for l in open(sys.argv[2]) if l.strip()]
+n = len(v)
+print("%-44s %6d calls  p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  http %s" % (
+    sys.argv[1], n, v[n // 2] / 1e3, v[int(n * 0.9)] / 1e3, v[int(n * 0.99)] / 1e3, v[-1] / 1e3,
+    sorted(set(st))))
+PYEOF
+}
 # the chat's first id, its 50,001st (a middle page) and one past its last: [lo, hi) holds all
 # 100,000 messages, and both ends fall inside blocks of every level
 read -r lo mid hi < <("${psql[@]}" -F' ' -c "SELECT min(message_id), (SELECT message_id FROM messages WHERE chat_id = $chat ORDER BY message_id OFFSET 50000 LIMIT 1), max(message_id) + 1 FROM messages WHERE chat_id = $chat")
@@ -183,6 +229,8 @@ echo "GetRangeHash range [$lo, $hi): $("${psql[@]}" -c "SELECT count(*) FROM mes
 ghz_run "GetHistory 50, newest page (cache)" GetHistory "{\"chat_id\":\"$chat\",\"page_size\":50}"
 ghz_run "GetHistory 50, middle page (PostgreSQL)" GetHistory \
     "{\"chat_id\":\"$chat\",\"page_size\":50,\"anchor_message_id\":\"$mid\"}"
+h2load_run "GetHistory 50, newest page (cache)" "$chat" 50
+h2load_run "GetHistory 50, middle page (PostgreSQL)" "$chat" 50 "$mid"
 # fewer calls for range hashes (reading 100,000 index entries took ~10-30 ms of a core)
 N=${N_RANGE:-1000}
 RPS=${RPS_RANGE:-${RPS:-}}
