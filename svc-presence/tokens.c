@@ -11,17 +11,22 @@
 #define MASK (TOKENS_SLOTS - 1)
 
 typedef struct token_entry {
-    char *token;      /* owned copy, NULL when the slot is empty */
+    char *token;      /* owned copy */
     uint32_t len;     /* bytes in |token| */
-    uint32_t hash;    /* token_hash(): its home slot, and a cheap first compare */
+    uint32_t hash;    /* token_hash() */
     bool used;        /* hit since the clock hand last passed (second chance) */
     auth_identity id; /* what it verified to */
 } token_entry;
 
+/* The index is open addressing with linear probing over two compact arrays (8 bytes a slot,
+ * at most 3/8 full), so a probe touches no entry but the one that matches; the entries are a
+ * dense array that the CLOCK hand walks when the cache is full. */
 struct token_cache {
-    token_entry slots[TOKENS_SLOTS]; /* open addressing, linear probing */
-    size_t count;                    /* entries, at most TOKENS_ENTRIES */
-    size_t hand;                     /* clock hand: the next slot considered for eviction */
+    uint32_t slot_hash[TOKENS_SLOTS];    /* hash of the entry in each slot */
+    uint32_t slot_entry[TOKENS_SLOTS];   /* entry index + 1; 0 = empty */
+    token_entry entries[TOKENS_ENTRIES]; /* [0, count) in use */
+    size_t count;                        /* entries in use */
+    size_t hand;                         /* clock hand: next entry considered for eviction */
     int leeway_s;
     uint64_t hits, misses;
 };
@@ -46,47 +51,57 @@ void tokens_free(token_cache *tc)
 {
     if (tc == NULL)
         return;
-    for (size_t i = 0; i < TOKENS_SLOTS; i++)
-        free(tc->slots[i].token);
+    for (size_t i = 0; i < tc->count; i++)
+        free(tc->entries[i].token);
     free(tc);
 }
 
-/* Empties slot |i| and moves later entries of its probe run back (backward-shift deletion:
- * no tombstones, so lookups stop at the first empty slot). */
-static void slot_delete(token_cache *tc, size_t i)
+/* Puts entry |e| into the index. */
+static void index_add(token_cache *tc, uint32_t hash, size_t e)
 {
-    free(tc->slots[i].token);
-    tc->count--;
-    for (size_t j = (i + 1) & MASK;; j = (j + 1) & MASK) {
-        token_entry *e = &tc->slots[j];
-        if (e->token == NULL)
-            break;
-        size_t home = e->hash & MASK;
-        /* |e| may fill the hole at |i| unless its home lies cyclically in (i, j] */
+    size_t i = hash & MASK;
+    while (tc->slot_entry[i] != 0)
+        i = (i + 1) & MASK;
+    tc->slot_hash[i] = hash;
+    tc->slot_entry[i] = (uint32_t)e + 1;
+}
+
+/* Takes entry |e| out of the index, moving later slots of its probe run back (backward-shift
+ * deletion: no tombstones, so lookups stop at the first empty slot). */
+static void index_remove(token_cache *tc, uint32_t hash, size_t e)
+{
+    size_t i = hash & MASK;
+    while (tc->slot_entry[i] != (uint32_t)e + 1)
+        i = (i + 1) & MASK;
+    for (size_t j = (i + 1) & MASK; tc->slot_entry[j] != 0; j = (j + 1) & MASK) {
+        size_t home = tc->slot_hash[j] & MASK;
+        /* the slot at |j| may fill the hole at |i| unless its home lies cyclically in (i, j] */
         bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (stays)
             continue;
-        tc->slots[i] = *e;
+        tc->slot_hash[i] = tc->slot_hash[j];
+        tc->slot_entry[i] = tc->slot_entry[j];
         i = j;
     }
-    tc->slots[i].token = NULL;
+    tc->slot_entry[i] = 0;
 }
 
-/* Evicts one entry, CLOCK order: entries hit since the hand last passed get a second chance. */
-static void evict_one(token_cache *tc)
+/* Picks the entry to replace, CLOCK order: entries hit since the hand last passed get a
+ * second chance. Takes it out of the index. */
+static size_t evict_one(token_cache *tc)
 {
     for (;;) {
-        size_t i = tc->hand;
-        tc->hand = (tc->hand + 1) & MASK;
-        token_entry *e = &tc->slots[i];
-        if (e->token == NULL)
-            continue;
-        if (e->used) {
-            e->used = false;
+        size_t e = tc->hand;
+        tc->hand = (tc->hand + 1) % TOKENS_ENTRIES;
+        token_entry *x = &tc->entries[e];
+        if (x->used) {
+            x->used = false;
             continue;
         }
-        slot_delete(tc, i);
-        return;
+        index_remove(tc, x->hash, e);
+        free(x->token);
+        x->token = NULL;
+        return e;
     }
 }
 
@@ -104,11 +119,11 @@ int tokens_verify_bearer(token_cache *tc, const auth_verifier *v, const char *au
     uint32_t h = 0;
     if (len <= TOKENS_MAX_LEN) {
         h = token_hash(tok, len);
-        for (size_t i = h & MASK;; i = (i + 1) & MASK) {
-            token_entry *e = &tc->slots[i];
-            if (e->token == NULL)
-                break;
-            if (e->hash == h && e->len == len && memcmp(e->token, tok, len) == 0) {
+        for (size_t i = h & MASK; tc->slot_entry[i] != 0; i = (i + 1) & MASK) {
+            if (tc->slot_hash[i] != h)
+                continue;
+            token_entry *e = &tc->entries[tc->slot_entry[i] - 1];
+            if (e->len == len && memcmp(e->token, tok, len) == 0) {
                 found = e;
                 break;
             }
@@ -128,18 +143,14 @@ int tokens_verify_bearer(token_cache *tc, const auth_verifier *v, const char *au
         found->id = *id;
         return rv;
     }
-    if (tc->count >= TOKENS_ENTRIES)
-        evict_one(tc);
-    size_t i = h & MASK;
-    while (tc->slots[i].token != NULL)
-        i = (i + 1) & MASK;
-    token_entry *e = &tc->slots[i];
-    e->token = mem_strndup(tok, len);
-    e->len = (uint32_t)len;
-    e->hash = h;
-    e->used = false;
-    e->id = *id;
-    tc->count++;
+    size_t e = tc->count < TOKENS_ENTRIES ? tc->count++ : evict_one(tc);
+    token_entry *x = &tc->entries[e];
+    x->token = mem_strndup(tok, len);
+    x->len = (uint32_t)len;
+    x->hash = h;
+    x->used = false;
+    x->id = *id;
+    index_add(tc, h, e);
     return rv;
 }
 

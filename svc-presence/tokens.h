@@ -6,9 +6,10 @@
  * verified once is remembered with its identity: a later call with the byte-identical token
  * (compared in full, not by hash) reuses the identity as long as now < exp + leeway, the same
  * condition the verifier applies. A forged or altered token never matches a cached one, so it
- * still goes to the verifier. Bounded: at most TOKENS_ENTRIES tokens in a hash table of
- * TOKENS_SLOTS slots (open addressing); when full, a new token replaces one chosen in CLOCK
- * order (tokens used since the hand last passed are skipped once), so any working set of up to
+ * still goes to the verifier. Bounded: at most TOKENS_ENTRIES tokens, found through a hash
+ * index of TOKENS_SLOTS compact slots (open addressing, at most 3/8 full, so probes stay short
+ * even while the cache churns); when full, a new token replaces one chosen in CLOCK order
+ * (tokens used since the hand last passed are skipped once), so any working set of up to
  * TOKENS_ENTRIES tokens stays cached whatever its hashes (a direct-mapped table lost ~45% of a
  * 10,000-token round robin to collisions). Tokens longer than TOKENS_MAX_LEN are not cached.
  *
@@ -22,8 +23,8 @@
 
 #include "auth.h"
 
-#define TOKENS_SLOTS 16384   /* hash table slots per worker (a power of 2) */
-#define TOKENS_ENTRIES 12288 /* tokens cached per worker, 3/4 of the slots (about 5 MiB full) */
+#define TOKENS_SLOTS 32768   /* index slots per worker (a power of 2), 8 bytes each */
+#define TOKENS_ENTRIES 12288 /* tokens cached per worker (about 4.5 MiB when full) */
 #define TOKENS_MAX_LEN 1024  /* bytes; longer tokens are verified every time */
 
 typedef struct token_cache token_cache;
