@@ -57,6 +57,7 @@ start_presence() { # name -> port (pid in $TMP/name.pid)
     JWT_SECRET=$SECRET REDIS_URL=127.0.0.1:$RPORT LOG_LEVEL=warn "$SVC" --host 127.0.0.1 \
         --port "$port" --metrics-port "$mport" --workers "$WORKERS" >"$TMP/$1.log" 2>&1 &
     echo $! >"$TMP/$1.pid"
+    echo "$mport" >"$TMP/$1.mport"
     wait_port "$port"
     echo "$port"
 }
@@ -68,14 +69,21 @@ BPID=${PIDS[2]}
 
 # CPU seconds (user+system) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-# Runs presence_bench and adds the CPU each process used during the run: "cpu_s=redis/a/b/client".
+# The machine's "cpu" line of /proc/stat: busy, idle and steal ticks (steal: time the
+# hypervisor gave this VM's cores to someone else).
+cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat; }
+# Runs presence_bench and adds the CPU each process used during the run: "cpu_s=redis/a/b/client",
+# and the machine's shares during it: "machine=busy/idle/steal" in % of its cores' time.
 run() {
-    local r0 a0 b0 out
-    r0=$(cpu_s "$RPID") a0=$(cpu_s "$APID") b0=$(cpu_s "$BPID")
+    local r0 a0 b0 out t0 t1
+    r0=$(cpu_s "$RPID") a0=$(cpu_s "$APID") b0=$(cpu_s "$BPID") t0=$(cpu_ticks)
     out=$(/usr/bin/time -f "%U %S" -o "$TMP/time" "${BENCH_PREFIX[@]}" "$BENCH" "$@") || true
-    printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f\n' "$out" \
+    t1=$(cpu_ticks)
+    printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f machine=%s\n' "$out" \
         "$(echo "$(cpu_s "$RPID") - $r0" | bc)" "$(echo "$(cpu_s "$APID") - $a0" | bc)" \
-        "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk 'END {print $1 + $2}' "$TMP/time")"
+        "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk 'END {print $1 + $2}' "$TMP/time")" \
+        "$(echo "$t0 $t1" | awk '{b = $4 - $1; i = $5 - $2; s = $6 - $3; t = b + i + s
+            printf "busy:%.0f%%,idle:%.0f%%,steal:%.0f%%", 100 * b / t, 100 * i / t, 100 * s / t}')"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
@@ -97,6 +105,18 @@ if [[ " $RUNS " == *" heartbeat "* ]]; then
         --seconds "$SECS" --warmup 3
     for p in "${PERF_PIDS[@]}"; do wait "$p" || true; done
     BENCH_PREFIX=()
+    # heartbeats per Redis script call on instance A (warm-up included)
+    python3 - "$(cat "$TMP/presence-a.mport")" <<'EOF2' || true
+import sys, urllib.request
+m = {}
+for line in urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode().splitlines():
+    if line.startswith("presence_heartbeat_batch_size_"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+n, total = m.get("presence_heartbeat_batch_size_count", 0), m.get("presence_heartbeat_batch_size_sum", 0)
+print("# instance A: %d heartbeat script calls, %.1f heartbeats per call" % (n, total / n if n else 0))
+EOF2
+
 fi
 # GetPresence of 500 users: latency at one call in flight, then throughput at 8
 if [[ " $RUNS " == *" get "* ]]; then
