@@ -47,7 +47,10 @@ typedef struct Chat__V1__PresenceService__RpcServer {
      * every ttl_ms / 3. A user has at most 32 devices: a Heartbeat of a new
      * device beyond that replaces the user's device whose TTL runs out soonest
      * (that device goes offline). Errors: INVALID_ARGUMENT (bad device_id,
-     * ttl_ms out of range), PERMISSION_DENIED (user_id names another user).
+     * ttl_ms out of range), PERMISSION_DENIED (user_id names another user),
+     * RESOURCE_EXHAUSTED (this instance has too many heartbeats waiting for its
+     * store, --heartbeat-queue-max; retry after a backoff), UNAVAILABLE (the
+     * store is unreachable or busy; retry after a backoff).
      */
     void (*heartbeat)(rpc_call *call, const Chat__V1__HeartbeatRequest *req, void *user_data); /* RPC_UNARY */
     /*
