@@ -51,6 +51,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    /* A pool freed while a host name lookup was in flight cancels it; libevent runs the
+     * cancelled lookup's callback (which frees its state) from the loop, deferred. */
+    event_base_loop(base, EVLOOP_NONBLOCK);
     event_base_free(base);
     base = NULL;
     return 0;
@@ -342,6 +345,19 @@ static void test_multi_host_read_write(void **state)
     pg_pool_free(p);
 }
 
+/* A pool freed while its name lookup is still in flight (a name no hosts file has, so evdns
+ * asks a nameserver) leaks nothing under ASan once the loop has run the cancelled lookup's
+ * deferred callback (teardown). */
+static void test_free_while_resolving(void **state)
+{
+    (void)state;
+    pg_pool *p = new_pool("host=pg-test-never-resolves.invalid user=postgres", 2, 0, 10000);
+    struct timeval tv = {0, 20000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    pg_pool_free(p);
+}
+
 static void test_host_names_resolved_without_blocking(void **state)
 {
     (void)state;
@@ -495,6 +511,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_while_resolving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_params_text_and_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_error_is_a_result, setup, teardown),
