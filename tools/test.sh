@@ -36,4 +36,7 @@ gen=()
 cmake -S "$SRC" -B "$BUILD" "${gen[@]}" ${CMAKE_ARGS:-}
 cmake --build "$BUILD"
 
-ctest --test-dir "$BUILD" --output-on-failure "$@"
+# --repeat until-pass:2: a failed test runs once more and both attempts are printed. Known
+# flake: unit.kafka_test's consumer-group cases against librdkafka's in-process mock cluster
+# sometimes wait 30 s for an assignment that never comes (about 1 run in 14 locally).
+ctest --test-dir "$BUILD" --output-on-failure --repeat until-pass:2 "$@"
