@@ -20,6 +20,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <openssl/evp.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -68,21 +69,6 @@ void redis_config_init(redis_config *cfg)
     cfg->reconnect_max_ms = 5000;
     cfg->keepalive_s = 15;
     cfg->ping_interval_ms = 5000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
 }
 
 /* --- URL ----------------------------------------------------------------------------------- */
@@ -255,7 +241,7 @@ static uint32_t rconn_rand(rconn *rc)
 
 static void arm_timer(rconn *rc, int64_t ms)
 {
-    struct timeval tv = ms_tv(ms);
+    struct timeval tv = clock_ms_tv(ms);
     event_add(rc->timer, &tv);
 }
 
@@ -276,7 +262,7 @@ static void went_down(rconn *rc, int err)
     rc->state = RC_WAIT;
     rc->up_pending = false;
     event_del(rc->up_ev);
-    if (was_up && mono_ms() - rc->up_since >= 1000)
+    if (was_up && clock_mono_ms() - rc->up_since >= 1000)
         rc->attempt = 0;
     uint32_t cap = rc->cfg.reconnect_max_ms;
     uint64_t delay = (uint64_t)rc->cfg.reconnect_min_ms << (rc->attempt < 20 ? rc->attempt : 20);
@@ -319,7 +305,7 @@ static void on_hiredis_connect(const redisAsyncContext *cac, int status)
     } else {
         event_del(rc->timer);
         rc->state = RC_CONNECTED;
-        rc->up_since = mono_ms();
+        rc->up_since = clock_mono_ms();
         log_info("%s: connected to %s:%u", rc->name, rc->tgt.host, rc->tgt.port);
         /* hiredis keeps using |ac| after this callback without guarding against a free from
          * inside it, and user code reached from ops->up may free: run it on the next turn. */
@@ -512,7 +498,7 @@ static int rconn_init(rconn *rc, struct event_base *base, const redis_config *cf
         rc->cfg.connect_timeout_ms = 2000;
     rc->timer = evtimer_new(base, on_timer, rc);
     rc->up_ev = event_new(base, -1, 0, on_up_ev, rc);
-    rc->rng = (uint32_t)mono_ms() ^ (uint32_t)(uintptr_t)rc ^ (uint32_t)getpid();
+    rc->rng = (uint32_t)clock_mono_ms() ^ (uint32_t)(uintptr_t)rc ^ (uint32_t)getpid();
     if (rc->rng == 0)
         rc->rng = 0x9e3779b9u;
     return 0;
@@ -702,8 +688,8 @@ static void arm_timeout(redis_client *c)
 {
     if (c->rc.cfg.command_timeout_ms == 0 || c->head == NULL)
         return;
-    int64_t due = c->head->sent_ms + c->rc.cfg.command_timeout_ms - mono_ms();
-    struct timeval tv = ms_tv(due);
+    int64_t due = c->head->sent_ms + c->rc.cfg.command_timeout_ms - clock_mono_ms();
+    struct timeval tv = clock_ms_tv(due);
     event_add(c->timeout_ev, &tv);
 }
 
@@ -714,7 +700,7 @@ static void on_command_timeout(evutil_socket_t fd, short what, void *arg)
     redis_client *c = arg;
     if (c->head == NULL)
         return;
-    if (mono_ms() - c->head->sent_ms < (int64_t)c->rc.cfg.command_timeout_ms) {
+    if (clock_mono_ms() - c->head->sent_ms < (int64_t)c->rc.cfg.command_timeout_ms) {
         arm_timeout(c);
         return;
     }
@@ -732,7 +718,7 @@ static int req_send(redis_client *c, req *q, int argc, const char **argv, const 
 {
     if (redisAsyncCommandArgv(c->rc.ac, on_reply, q, argc, argv, argvlen) != REDIS_OK)
         return REDIS_E_DISCONNECTED;
-    q->sent_ms = mono_ms();
+    q->sent_ms = clock_mono_ms();
     bool was_empty = c->head == NULL;
     req_link(c, q);
     if (was_empty)
@@ -912,7 +898,7 @@ int redis_client_commandf(redis_client *c, redis_reply_cb cb, void *user_data, c
         return REDIS_E_DISCONNECTED;
     }
     free(cmd);
-    q->sent_ms = mono_ms();
+    q->sent_ms = clock_mono_ms();
     bool was_empty = c->head == NULL;
     req_link(c, q);
     if (was_empty)
@@ -1062,13 +1048,13 @@ static void on_probe_tick(evutil_socket_t fd, short what, void *arg)
     enter(&s->rc);
     uint32_t limit =
         s->rc.cfg.command_timeout_ms ? s->rc.cfg.command_timeout_ms : s->rc.cfg.ping_interval_ms;
-    if (s->probe_out && mono_ms() - s->probe_sent >= (int64_t)limit) {
+    if (s->probe_out && clock_mono_ms() - s->probe_sent >= (int64_t)limit) {
         log_warn("%s: no answer from %s:%u for %u ms; reconnecting", s->rc.name, s->rc.tgt.host,
                  s->rc.tgt.port, limit);
         drop(&s->rc, REDIS_E_TIMEOUT);
     } else if (!s->probe_out) {
         s->probe_out = true;
-        s->probe_sent = mono_ms();
+        s->probe_sent = clock_mono_ms();
         sub_send(s, "SUBSCRIBE", s->probe);
     }
     leave(&s->rc);
@@ -1146,7 +1132,7 @@ int redis_sub_new(redis_sub **out, struct event_base *base, const redis_config *
              rconn_rand(&s->rc));
     if (s->rc.cfg.ping_interval_ms > 0) {
         s->probe_ev = event_new(base, -1, EV_PERSIST, on_probe_tick, s);
-        struct timeval tv = ms_tv(s->rc.cfg.ping_interval_ms);
+        struct timeval tv = clock_ms_tv(s->rc.cfg.ping_interval_ms);
         event_add(s->probe_ev, &tv);
     }
     enter(&s->rc);

@@ -10,6 +10,7 @@
 
 #include "cache.h"
 #include "chat/v1/events.pb-c.h"
+#include "clock.h"
 #include "hash.h"
 #include "kafka.h"
 #include "log.h"
@@ -90,20 +91,6 @@ struct materializer {
     } lags[MZ_MAX_LAGS];
     size_t nlags;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- batches ---------------------------------------------------------------------------- */
 
@@ -522,7 +509,8 @@ static void update_lag(materializer *m)
         total += m->lags[k].lag;
     metrics_gauge_set(stats.lag_messages, (double)total);
     if (m->writing->newest_ts > 0)
-        metrics_gauge_set(stats.lag_seconds, (double)(wall_ms() - m->writing->newest_ts) / 1000.0);
+        metrics_gauge_set(stats.lag_seconds,
+                          (double)(clock_wall_ms() - m->writing->newest_ts) / 1000.0);
 }
 
 static int chat_msg_cmp(const void *pa, const void *pb)
@@ -553,7 +541,7 @@ static void cache_messages(materializer *m)
 static void committed(materializer *m)
 {
     batch *b = m->writing;
-    double secs = (double)(mono_ms() - m->t0) / 1000.0;
+    double secs = (double)(clock_mono_ms() - m->t0) / 1000.0;
     metrics_histogram_observe(stats.apply_seconds, secs);
     metrics_histogram_observe(stats.batch_size, (double)b->records);
     metrics_counter_add(stats.events_applied, b->n);
@@ -646,7 +634,7 @@ static void on_acquired(pg_pool *pool, pg_conn *conn, int err, void *ud)
     }
     m->conn = conn;
     m->step = 0;
-    m->t0 = mono_ms();
+    m->t0 = clock_mono_ms();
     run_step(m);
 }
 

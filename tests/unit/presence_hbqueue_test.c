@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "lib_servers.h"
 
 #include "../../svc-presence/hbqueue.c"
@@ -30,13 +31,6 @@ static char url[128];
 static struct event_base *base;
 static redis_client *rc;
 static store *st;
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* --- results ------------------------------------------------------------------------------- */
 
@@ -260,7 +254,7 @@ static int group_teardown(void **state)
 static void test_store_heartbeats_results_in_order(void **state)
 {
     (void)state;
-    int64_t t0 = wall_ms();
+    int64_t t0 = clock_wall_ms();
     const store_hb hbs[] = {
         {"sa", "phone", 10000},
         {"sb", "phone", 20000},
@@ -276,7 +270,7 @@ static void test_store_heartbeats_results_in_order(void **state)
     assert_int_equal(b.n, 4);
     /* one Redis time for all: expiries differ exactly by the TTLs */
     int64_t now = b.r[0].expires_at_ms - 10000;
-    assert_true(now >= t0 - 50 && now <= wall_ms() + 50);
+    assert_true(now >= t0 - 50 && now <= clock_wall_ms() + 50);
     assert_int_equal(b.r[1].expires_at_ms, now + 20000);
     assert_int_equal(b.r[2].expires_at_ms, now + 30000);
     assert_int_equal(b.r[3].expires_at_ms, now + 40000);

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "lib_servers.h"
 
 #include "../../svc-presence/keys.c"
@@ -27,13 +28,6 @@ static char url[128];
 static struct event_base *base;
 static redis_client *rc;
 static store *st;
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* --- collecting results ---------------------------------------------------------------------- */
 
@@ -217,10 +211,10 @@ static int group_teardown(void **state)
 static void test_heartbeat_and_devices(void **state)
 {
     (void)state;
-    int64_t t0 = wall_ms();
+    int64_t t0 = clock_wall_ms();
     res a = heartbeat("ann", "phone", 10000);
     assert_int_equal(a.devices, 1);
-    assert_true(a.exp >= t0 + 10000 - 50 && a.exp <= wall_ms() + 10000 + 50);
+    assert_true(a.exp >= t0 + 10000 - 50 && a.exp <= clock_wall_ms() + 10000 + 50);
     res b = heartbeat("ann", "laptop", 20000);
     assert_int_equal(b.devices, 2);
     res again = heartbeat("ann", "phone", 10000); /* refresh: still 2 */
@@ -244,11 +238,12 @@ static void test_heartbeat_and_devices(void **state)
     assert_int_equal(off.p[0].last_seen_ms, 0); /* still online */
     assert_int_equal(cmd1("EXISTS", "presence:ann:phone", NULL), 0);
     res off2 = {0};
-    int64_t before = wall_ms();
+    int64_t before = clock_wall_ms();
     assert_int_equal(store_set_offline(st, rc, "ann", "laptop", on_pr, &off2), 0);
     wait_done(&off2);
     assert_int_equal(off2.p[0].devices, 0);
-    assert_true(off2.p[0].last_seen_ms >= before - 50 && off2.p[0].last_seen_ms <= wall_ms() + 50);
+    assert_true(off2.p[0].last_seen_ms >= before - 50 &&
+                off2.p[0].last_seen_ms <= clock_wall_ms() + 50);
     char want[64];
     snprintf(want, sizeof(want), "%lld", (long long)off2.p[0].last_seen_ms);
     assert_string_equal(record("ann"), want);
@@ -386,7 +381,7 @@ static void test_count_online(void **state)
     assert_int_equal(r.err, 0);
     assert_int_equal(r.count.online, 2);
     assert_int_equal(r.count.members, 3);
-    assert_true(r.count.computed_at_ms > wall_ms() - 2000);
+    assert_true(r.count.computed_at_ms > clock_wall_ms() - 2000);
     res nf = {0};
     assert_int_equal(store_count_online(st, rc, 78, "m2", on_count_res, &nf), 0);
     wait_done(&nf);

@@ -27,6 +27,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "grpc/testing/messages.pb-c.h"
+#include "clock.h"
 #include "rpc_client.h"
 #include "rpc_wire.h"
 
@@ -37,13 +38,6 @@ static const rpc_method_desc m_bidi = {"FullDuplexCall", "/grpc.testing.TestServ
                                        RPC_BIDI_STREAMING,
                                        &grpc__testing__streaming_output_call_request__descriptor,
                                        &grpc__testing__streaming_output_call_response__descriptor};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* the scripted peer                                                                           */
@@ -283,7 +277,7 @@ static void p_accept_cb(evutil_socket_t lfd, short what, void *arg)
     if (fd < 0)
         return;
     if (p->naccepts < 32)
-        p->accepts[p->naccepts] = now_ms();
+        p->accepts[p->naccepts] = clock_mono_ms();
     p->naccepts++;
     if (p->mode == PEER_CLOSE) {
         close(fd);
@@ -413,7 +407,7 @@ static void r_close(rpc_ccall *call, const rpc_status *st, void *ud)
     r->closes++;
     r->code = st->code;
     snprintf(r->message, sizeof(r->message), "%s", st->message);
-    r->closed_at = now_ms();
+    r->closed_at = clock_mono_ms();
     const rpc_md *t = rpc_mdlist_get(st->trailers, "x-t");
     if (t)
         snprintf(r->trailer, sizeof(r->trailer), "%s", (const char *)t->value);
@@ -507,7 +501,7 @@ static void test_connect_refused_is_unavailable(void **state)
     snprintf(target, sizeof(target), "127.0.0.1:%u", closed_port());
     open_channel(f, target, NULL);
     rec r = {0};
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     unary(f, NULL, &r);
     assert_int_equal(r.closes, 0); /* never synchronously from start/send */
     assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
@@ -538,7 +532,7 @@ static void test_wait_for_ready_until_deadline(void **state)
     open_channel(f, target, &cfg);
     rec r = {0};
     rpc_call_opts opts = {.timeout_ms = 400, .wait_for_ready = true};
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     unary(f, &opts, &r);
     assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
     assert_int_equal(r.code, RPC_STATUS_DEADLINE_EXCEEDED);
@@ -553,7 +547,7 @@ static void test_deadline_on_silent_listener(void **state)
     open_channel(f, peer_target(&f->p), NULL);
     rec r = {0};
     rpc_call_opts opts = {.timeout_ms = 300};
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     unary(f, &opts, &r);
     assert_int_equal(rpc_run_until(f->base, &r.done, 5000), 0);
     assert_int_equal(r.code, RPC_STATUS_DEADLINE_EXCEEDED);
@@ -1052,11 +1046,11 @@ static void test_connection_lost_then_reconnect(void **state)
     /* The connection had been READY, so the next call reconnects at once (no backoff). */
     lost_answer_ok = true;
     rec r2 = {0};
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_mono_ms();
     unary(f, NULL, &r2);
     assert_int_equal(rpc_run_until(f->base, &r2.done, 5000), 0);
     assert_int_equal(r2.code, RPC_STATUS_OK);
-    assert_true(now_ms() - t0 < 500);
+    assert_true(clock_mono_ms() - t0 < 500);
     assert_int_equal(f->p.nconns, 2);
     free(resp_body);
     resp_body = NULL;
