@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "hash.h"
 #include "hashblocks.h"
 #include "sqlarr.h"
@@ -159,9 +160,7 @@ int store_pull(pg_pool *pool, const char *user, const char *device, bool ack, bo
     char ps[24], l[24], now[24];
     fmt_i64(ps, store_clamp(pos));
     fmt_i64(l, limit);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    fmt_i64(now, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    fmt_i64(now, clock_wall_ms());
     const char *v[] = {user, device, ps, ack ? "t" : "f", now, explicit_pos ? "t" : "f", l};
     pg_params p = {.n = 7, .values = v};
     /* The acknowledgement and the read are one statement: the CTE's write is not visible to

@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "keys.h"
 #include "mem.h"
 
@@ -69,13 +69,6 @@ void hbqueue_config_init(hbqueue_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->batch_max = 128;
     cfg->queue_max = 10000;
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg);
@@ -201,7 +194,8 @@ static void on_batch(int err, const store_hb_result *r, size_t n, void *ud)
         call_unlink(q, k);
         q->inflight -= n;
         if (err == 0 && q->cfg.round_trip != NULL)
-            metrics_histogram_observe(q->cfg.round_trip, (double)(mono_ns() - k->t0_ns) / 1e9);
+            metrics_histogram_observe(q->cfg.round_trip,
+                                      (double)(clock_mono_ns() - k->t0_ns) / 1e9);
     }
     /* |q| is not used past this point */
     for (size_t i = 0; i < n; i++) {
@@ -231,7 +225,7 @@ static void send_batch(hbqueue *q, hbq_buf *b, size_t first, size_t n)
         k->items[i].cb = it->cb;
         k->items[i].ud = it->ud;
     }
-    k->t0_ns = q->cfg.round_trip != NULL ? mono_ns() : 0;
+    k->t0_ns = q->cfg.round_trip != NULL ? clock_mono_ns() : 0;
     q->queued -= n;
     int rv = store_heartbeats(q->st, q->c, hbs, n, on_batch, k);
     if (rv != 0) {
