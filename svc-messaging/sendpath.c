@@ -195,10 +195,10 @@ static void op_done(send_op *op, Chat__V1__SendStatus status)
 static void on_marked(redis_client *c, const redisReply *reply, int status, void *ud)
 {
     (void)c;
-    (void)reply;
-    (void)status;
+    (void)ud;
     /* Durable either way; a failed mark only means a resend produces once more, same id. */
-    op_done(ud, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
+    if (status != 0 || reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        metrics_counter_inc(stats.dedupe_mark_errors);
 }
 
 static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
@@ -211,15 +211,18 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         op_fail(op, "the log did not confirm the write: ", d->errstr);
         return;
     }
-    /* Mark acked before answering, so a resend after the answer is a DUPLICATE, not a
-     * second record (one Redis round trip). */
+    /* Mark the key acked, then answer without waiting for Redis: the mark is queued on this
+     * worker's connection ahead of any later dedupe from it, so a resend after the answer
+     * finds "acked" and is a DUPLICATE. A resend through another instance that wins the race
+     * (or a lost mark) finds "pending" and produces the same message_id again, which every
+     * consumer deduplicates: never a second message. */
     if (!op->w->stopping) {
         char id[24];
         snprintf(id, sizeof(id), "%" PRIu64, op->message_id);
         const char *argv[] = {op->key, id};
         if (redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL, on_marked,
-                              op) == 0)
-            return;
+                              NULL) != 0)
+            metrics_counter_inc(stats.dedupe_mark_errors);
     }
     op_done(op, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
 }

@@ -28,6 +28,10 @@ int stats_init(void)
     rv |= counter("messaging_sends_reproduced_total",
                   "Resends whose first attempt was unconfirmed, produced again with its id", NULL,
                   NULL, &stats.send_reproduced);
+    rv |= counter("messaging_dedupe_mark_errors_total",
+                  "Dedupe keys not marked acked after a confirmed send (a resend produces the "
+                  "same message_id again)",
+                  NULL, NULL, &stats.dedupe_mark_errors);
     rv |= metrics_histogram_get(
         stats.reg, "messaging_send_seconds", "Send accepted to result (delivery report), seconds",
         NULL, metrics_latency_buckets, metrics_latency_buckets_n, &stats.send_latency);

@@ -9,13 +9,15 @@
 
 typedef struct msg_stats {
     metrics_registry *reg;
-    metrics_counter *send_ok;           /* messaging_sends_total{status="ok"} */
-    metrics_counter *send_duplicate;    /* {status="duplicate"} */
-    metrics_counter *send_rejected;     /* {status="rejected"} */
-    metrics_counter *send_failed;       /* {status="failed"} */
-    metrics_counter *send_reproduced;   /* resends of a pending first attempt produced again */
-    metrics_histogram *send_latency;    /* send accepted -> result, seconds */
-    metrics_histogram *dedupe_latency;  /* dedupe script round trip, seconds */
+    metrics_counter *send_ok;         /* messaging_sends_total{status="ok"} */
+    metrics_counter *send_duplicate;  /* {status="duplicate"} */
+    metrics_counter *send_rejected;   /* {status="rejected"} */
+    metrics_counter *send_failed;     /* {status="failed"} */
+    metrics_counter *send_reproduced; /* resends of a pending first attempt produced again */
+    metrics_counter
+        *dedupe_mark_errors;           /* pending -> acked marks that failed (resend re-produces) */
+    metrics_histogram *send_latency;   /* send accepted -> result, seconds */
+    metrics_histogram *dedupe_latency; /* dedupe script round trip, seconds */
     metrics_histogram *produce_latency; /* produce -> delivery report, seconds */
     metrics_gauge *sessions;            /* open Connect sessions */
     metrics_counter *sessions_opened;   /* Hello accepted */

@@ -50,7 +50,8 @@
 #   REDIS_EXTRA_CONFIG            extra redis.conf lines
 #   KAFKA_PARTITIONS  partitions of chat.events (default 12; 0 = create no topic)
 #   KAFKA_TOPIC       topic start_kafka creates (default chat.events)
-#   KAFKA_HEAP_OPTS   JVM heap per broker (default -Xmx512m -Xms256m)
+#   KAFKA_HEAP_OPTS   JVM heap per broker (default -Xmx512m -Xms256m); every broker
+#                     writes its GC and safepoint pauses to DIR/kafka/broker-I/gc.log
 #   KAFKA_EXTRA_CONFIG  extra server.properties lines for every broker
 #   STACK_TIMEOUT     seconds to wait for any server to become ready (default 90)
 #
@@ -411,6 +412,7 @@ kafka__spawn_broker() {
     stack__spawn "$dir" "kafka-$i" "$dir/logs/kafka-$i.log" \
         java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        "-Xlog:gc*=info,safepoint=info:file=$bdir/gc.log:time,uptime:filecount=2,filesize=20m" \
         -Dlog4j.configuration="file:$dir/kafka/log4j.properties" \
         -Dkafka.logs.dir="$bdir" -cp "$KAFKA_LIBS/*" kafka.Kafka "$bdir/server.properties"
 }

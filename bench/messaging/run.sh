@@ -49,18 +49,33 @@ if [[ $what != conns ]] && ((${WARMUP_SECONDS:-30} > 0)); then
     "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${WARMUP_SECONDS:-30}" \
         --senders 8 >/dev/null
 fi
+# The broker's GC log (tools/stack-lib.sh): pauses while measuring, printed after each run.
+gclog=$dir/kafka/broker-1/gc.log
+gc_mark() { gc_from=$(($(wc -l <"$gclog" 2>/dev/null || echo 0) + 1)); }
+gc_summary() {
+    tail -n +"$gc_from" "$gclog" 2>/dev/null | awk '
+        / Pause / && /ms$/ { v = $NF; sub(/ms$/, "", v); n++; s += v; if (v > m) m = v }
+        /Safepoint "/ { for (i = 1; i <= NF; i++) if ($i == "Total:") { t = $(i+1) / 1e6;
+            sn++; ss += t; if (t > sm) sm = t } }
+        END { printf "broker JVM while measuring: %d GC pauses, %.1f ms total, max %.2f ms; " \
+              "%d safepoints, %.1f ms total, max %.2f ms\n", n, s, m, sn, ss, sm }'
+}
 if [[ $what == send || $what == all ]]; then
     # SEND_REPEAT=N: N measured runs on the same service and broker
     for ((r = 0; r < ${SEND_REPEAT:-1}; r++)); do
         wait_quiet
+        gc_mark
         "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" \
             --senders 8
+        gc_summary
     done
 fi
 if [[ $what == fanout || $what == all ]]; then
     wait_quiet
+    gc_mark
     "$BENCH" fanout "${common[@]}" --members 100 --rate "${FANOUT_RATE:-20}" \
         --seconds "${SECONDS_RUN:-15}"
+    gc_summary
 fi
 if [[ $what == conns || $what == all ]]; then
     ulimit -n 65536 2>/dev/null || true

@@ -252,6 +252,10 @@ class Resend(unittest.TestCase):
         self.assertEqual(r.status, h.pb.SEND_STATUS_OK)
         self.assertEqual(r.message_id, first_id)
         self.assertEqual(r.created_at_ms, created)
+        # The mark is queued on the worker's Redis connection before the answer is written.
+        deadline = time.time() + 5
+        while STACK.redis_cli("HGET", key, "state") != "acked" and time.time() < deadline:
+            time.sleep(0.01)
         self.assertEqual(STACK.redis_cli("HGET", key, "state"), "acked")
         r = A.stub.Send(h.pb.SendRequest(client_message_id=cmid, chat_id=chat, body="again"),
                         metadata=h.md("gina"), timeout=10)

@@ -17,6 +17,7 @@
 #include <pthread.h>
 
 #include "kafka.h" /* includes librdkafka/rdkafka.h, which rdkafka_mock.h needs first */
+#include "log.h"
 #include "lib_servers.h"
 #include <librdkafka/rdkafka_mock.h>
 
@@ -320,11 +321,16 @@ static kafka_consumer *mock_consumer(consumed *s, const char *group)
     cfg.group_id = group;
     cfg.offsets = KAFKA_OFFSETS_STORE;
     cfg.batch_max = 4; /* small batches exercise the continuation path */
+    /* KAFKA_TEST_DEBUG=cgrp,... (with LOG_LEVEL=debug) shows librdkafka's own trace. */
+    static char debug[128];
+    const char *dbg = getenv("KAFKA_TEST_DEBUG");
+    snprintf(debug, sizeof(debug), "debug=%s", dbg != NULL ? dbg : "");
     const char *props[] = {"auto.offset.reset=earliest",
                            "fetch.error.backoff.ms=20",
                            "session.timeout.ms=6000",
                            "heartbeat.interval.ms=500",
                            "topic.metadata.refresh.interval.ms=500",
+                           dbg != NULL ? debug : NULL,
                            NULL};
     cfg.props = props;
     kafka_consumer_callbacks cbs = {.on_message = on_msg, .on_rebalance = on_rebal};
@@ -442,6 +448,7 @@ static void test_orderly_close(void **state)
 
 int main(void)
 {
+    log_init("kafka_test"); /* LOG_LEVEL=debug */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full_then_purged_on_free, setup, teardown),
