@@ -52,6 +52,9 @@
 #   KAFKA_TOPIC       topic start_kafka creates (default chat.events)
 #   KAFKA_HEAP_OPTS   JVM heap per broker (default -Xmx512m -Xms256m); every broker
 #                     writes its GC and safepoint pauses to DIR/kafka/broker-I/gc.log
+#   KAFKA_GC_OPTS     JVM collector flags (default -XX:+UseZGC: pauses under 1 ms; with G1
+#                     (-XX:+UseG1GC -XX:MaxGCPauseMillis=20, Kafka's own script) young pauses
+#                     of 6-12 ms every ~1 s were the send->ack tail, see bench/messaging)
 #   KAFKA_EXTRA_CONFIG  extra server.properties lines for every broker
 #   STACK_TIMEOUT     seconds to wait for any server to become ready (default 90)
 #
@@ -410,7 +413,7 @@ kafka__spawn_broker() {
     local dir=$1 i=$2 bdir=$1/kafka/broker-$2
     # shellcheck disable=SC2086
     stack__spawn "$dir" "kafka-$i" "$dir/logs/kafka-$i.log" \
-        java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} ${KAFKA_GC_OPTS:--XX:+UseZGC} \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         "-Xlog:gc*=info,safepoint=info:file=$bdir/gc.log:time,uptime:filecount=2,filesize=20m" \
         -Dlog4j.configuration="file:$dir/kafka/log4j.properties" \

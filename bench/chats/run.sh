@@ -28,10 +28,10 @@ CHATS=${CHATS:-100}
 N=${N:-20000}
 C=${C:-8}
 WHAT=${1:-all}
-QUIET_LOAD=${QUIET_LOAD:-1.5}
-QUIET_WAIT=${QUIET_WAIT:-1800}
 SPREAD_S=${SPREAD_S:-0}
 source "$SRC/tools/stack-lib.sh"
+# shellcheck source=../common.sh
+source "$HERE/../common.sh"
 PY=${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/venv/bin/python3
 GHZ=$(command -v ghz || echo "${CHAT_TOOLS_DIR:-$HOME/.cache/chat-backend/tools}/bin/ghz")
 dir=$(mktemp -d /tmp/chats-bench.XXXXXX)
@@ -41,16 +41,6 @@ start_redis "$dir" "$(free_port)" >&2
 KAFKA_PARTITIONS=12 start_kafka "$dir" "$(free_port 2)" 1 >&2
 psql=(psql -X -q -tA -h 127.0.0.1 -p "$PG_PORT" -U chat -d chat)
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
-wait_quiet() { # the benchmark's own stack idles first; other users' jobs are waited out
-    local t
-    for ((t = 0; t < QUIET_WAIT; t += 10)); do
-        awk -v l="$(load1)" -v q="$QUIET_LOAD" 'BEGIN { exit !(l < q) }' && break
-        ((t % 60 == 0)) && echo "== waiting for a quiet machine (load $(load1))" >&2
-        sleep 10
-    done
-    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-}
 
 if [[ $WHAT == materializer || $WHAT == all ]]; then
 echo "== generating $EVENTS events over $CHATS chats" >&2

@@ -12,20 +12,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
 export CHAT_BUILD_DIR=${BUILD_DIR:-$SRC/build}
 BENCH=$CHAT_BUILD_DIR/bench/messaging/msg_bench
-SVC=$CHAT_BUILD_DIR/svc-messaging/svc-messaging
 what=${1:-all}
-QUIET_LOAD=${QUIET_LOAD:-1.5}
-QUIET_WAIT=${QUIET_WAIT:-1800}
-load1() { cut -d' ' -f1 /proc/loadavg; }
-wait_quiet() {
-    local t
-    for ((t = 0; t < QUIET_WAIT; t += 10)); do
-        awk -v l="$(load1)" -v q="$QUIET_LOAD" 'BEGIN { exit !(l < q) }' && break
-        ((t % 60 == 0)) && echo "== waiting for a quiet machine (load $(load1))" >&2
-        sleep 10
-    done
-    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-}
+# shellcheck source=../common.sh
+source "$HERE/../common.sh"
 # shellcheck source=../../tools/stack-lib.sh
 source "$SRC/tools/stack-lib.sh"
 dir=$(mktemp -d /tmp/chat-msg-bench.XXXXXX)
@@ -52,29 +41,48 @@ fi
 # The broker's GC log (tools/stack-lib.sh): pauses while measuring, printed after each run.
 gclog=$dir/kafka/broker-1/gc.log
 gc_mark() { gc_from=$(($(wc -l <"$gclog" 2>/dev/null || echo 0) + 1)); }
+# CPU seconds of each process and the machine's steal share while measuring.
+cpu_mark() {
+    c0=("$(cpu_s "$(cat "$dir/pids/kafka-1.pid")")" "$(cpu_s "$pid")" \
+        "$(cpu_s "$(cat "$dir/pids/redis.pid")")") t0=$(cpu_ticks)
+}
+cpu_summary() {
+    local t1 k m r
+    t1=$(cpu_ticks)
+    k=$(cpu_s "$(cat "$dir/pids/kafka-1.pid")") m=$(cpu_s "$pid") r=$(cpu_s "$(cat "$dir/pids/redis.pid")")
+    echo "cpu s while measuring: broker $(echo "$k - ${c0[0]}" | bc), svc-messaging" \
+        "$(echo "$m - ${c0[1]}" | bc), redis $(echo "$r - ${c0[2]}" | bc);" \
+        "machine $(machine_share "$t0" "$t1" | sed 's/.*steal/steal/')"
+}
 gc_summary() {
     tail -n +"$gc_from" "$gclog" 2>/dev/null | awk '
         / Pause / && /ms$/ { v = $NF; sub(/ms$/, "", v); n++; s += v; if (v > m) m = v }
         /Safepoint "/ { for (i = 1; i <= NF; i++) if ($i == "Total:") { t = $(i+1) / 1e6;
-            sn++; ss += t; if (t > sm) sm = t } }
+            sn++; ss += t; if (t > sm) sm = t
+            if (t > 5) { w = $0; sub(/.*Safepoint /, "", w); long = long sprintf("\n  %s", w) } } }
         END { printf "broker JVM while measuring: %d GC pauses, %.1f ms total, max %.2f ms; " \
-              "%d safepoints, %.1f ms total, max %.2f ms\n", n, s, m, sn, ss, sm }'
+              "%d safepoints, %.1f ms total, max %.2f ms%s\n", n, s, m, sn, ss, sm,
+              long == "" ? "" : "; over 5 ms:" long }'
 }
 if [[ $what == send || $what == all ]]; then
     # SEND_REPEAT=N: N measured runs on the same service and broker
     for ((r = 0; r < ${SEND_REPEAT:-1}; r++)); do
         wait_quiet
         gc_mark
+        cpu_mark
         "$BENCH" send "${common[@]}" --rate "${RATE:-2000}" --seconds "${SECONDS_RUN:-15}" \
             --senders 8
+        cpu_summary
         gc_summary
     done
 fi
 if [[ $what == fanout || $what == all ]]; then
     wait_quiet
     gc_mark
+    cpu_mark
     "$BENCH" fanout "${common[@]}" --members 100 --rate "${FANOUT_RATE:-20}" \
         --seconds "${SECONDS_RUN:-15}"
+    cpu_summary
     gc_summary
 fi
 if [[ $what == conns || $what == all ]]; then
@@ -83,5 +91,7 @@ if [[ $what == conns || $what == all ]]; then
     "$BENCH" conns "${common[@]}" --streams "${STREAMS:-20000}" --pid "$pid" --hold 5
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+# GC_LOG_COPY=FILE keeps the broker's whole GC log (the stack's dir is removed on exit)
+[[ -z ${GC_LOG_COPY:-} ]] || cp "$gclog" "$GC_LOG_COPY"
 # per-stage histograms (cumulative buckets, seconds): where the send time goes
 curl -s "127.0.0.1:$mport/metrics" | grep -E "^messaging_(sends_total|delivery_drops|sessions |(send|dedupe|produce)_seconds_(count|sum|bucket))" || true

@@ -67,11 +67,8 @@ PIDS+=("$(cat "$TMP/presence-a.pid")" "$(cat "$TMP/presence-b.pid")")
 APID=${PIDS[1]}
 BPID=${PIDS[2]}
 
-# CPU seconds (user+system) a process has used so far.
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-# The machine's "cpu" line of /proc/stat: busy, idle and steal ticks (steal: time the
-# hypervisor gave this VM's cores to someone else).
-cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat; }
+# shellcheck source=../common.sh
+source "$SRC/bench/common.sh"
 # Runs presence_bench and adds the CPU each process used during the run: "cpu_s=redis/a/b/client",
 # and the machine's shares during it: "machine=busy/idle/steal" in % of its cores' time.
 run() {
@@ -82,8 +79,7 @@ run() {
     printf '%s cpu_s=redis:%.2f,a:%.2f,b:%.2f,client:%.2f machine=%s\n' "$out" \
         "$(echo "$(cpu_s "$RPID") - $r0" | bc)" "$(echo "$(cpu_s "$APID") - $a0" | bc)" \
         "$(echo "$(cpu_s "$BPID") - $b0" | bc)" "$(awk 'END {print $1 + $2}' "$TMP/time")" \
-        "$(echo "$t0 $t1" | awk '{b = $4 - $1; i = $5 - $2; s = $6 - $3; t = b + i + s
-            printf "busy:%.0f%%,idle:%.0f%%,steal:%.0f%%", 100 * b / t, 100 * i / t, 100 * s / t}')"
+        "$(machine_share "$t0" "$t1")"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
