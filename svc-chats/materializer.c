@@ -933,6 +933,15 @@ void materializer_stop(materializer *m)
     free(m->changes);
     batch_free(m->writing);
     batch_free(m->filling);
+    /* The clients' own deferred callbacks (a host-name lookup the pool cancelled runs its
+     * callback later, from the loop) run once more on the stopped loop, so nothing they hold
+     * leaks; our events are taken off first so none of them fires into freed state. */
+    event_del(m->stop_ev);
+    event_del(m->flush_ev);
+    event_del(m->retry_ev);
+    event_del(m->assign_retry_ev);
+    event_del(m->exit_ev);
+    event_base_loop(m->base, EVLOOP_NONBLOCK);
     event_free(m->stop_ev);
     event_free(m->flush_ev);
     event_free(m->retry_ev);
