@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,8 +315,14 @@ static void nv_free(nvbuf *b)
 
 static void nv_add_status(nvbuf *b, int code, const char *message, char *codebuf, char **encoded)
 {
-    snprintf(codebuf, 12, "%d", code);
-    nv_add(b, "grpc-status", codebuf, strlen(codebuf));
+    static const char *const codes[] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
+                                        "9", "10", "11", "12", "13", "14", "15", "16"};
+    if (code >= 0 && code <= 16) {
+        nv_add(b, "grpc-status", codes[code], strlen(codes[code]));
+    } else {
+        snprintf(codebuf, 12, "%d", code);
+        nv_add(b, "grpc-status", codebuf, strlen(codebuf));
+    }
     *encoded = NULL;
     if (message && message[0]) {
         *encoded = rpc_percent_encode(message);
@@ -434,18 +441,18 @@ int rpc_call_send_flags(rpc_call *call, const ProtobufCMessage *msg, unsigned fl
         call->want_writable = true;
         return RPC_ERR_WOULDBLOCK;
     }
-    uint8_t *frame;
+    uint8_t *buf;
     size_t flen;
     bool gz = call->gzip_resp && !(flags & RPC_SEND_NO_COMPRESS);
-    int rv = rpc_frame_message(msg, gz, call->w->srv->cfg.max_send_message, &frame, &flen);
+    /* Serialized straight into the queue chunk (its bytes are its flexible tail). */
+    int rv = rpc_frame_message_at(msg, gz, call->w->srv->cfg.max_send_message,
+                                  offsetof(outchunk, data), &buf, &flen);
     if (rv < 0)
         return rv;
-    outchunk *o = mem_alloc(sizeof(*o) + flen);
+    outchunk *o = (outchunk *)(void *)buf;
     o->next = NULL;
     o->len = flen;
     o->off = 0;
-    memcpy(o->data, frame, flen);
-    free(frame);
     if (call->tail)
         call->tail->next = o;
     else

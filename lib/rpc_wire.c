@@ -103,8 +103,17 @@ int rpc_deframer_feed(rpc_deframer *d, const uint8_t *data, size_t len, rpc_defr
     return 0;
 }
 
-int rpc_frame_bytes(const uint8_t *data, size_t len, bool gzip, size_t max_len, uint8_t **out,
-                    size_t *out_len)
+static void frame_header(uint8_t *buf, bool compressed, size_t len)
+{
+    buf[0] = compressed ? 1 : 0;
+    buf[1] = (uint8_t)(len >> 24);
+    buf[2] = (uint8_t)(len >> 16);
+    buf[3] = (uint8_t)(len >> 8);
+    buf[4] = (uint8_t)len;
+}
+
+int rpc_frame_bytes_at(const uint8_t *data, size_t len, bool gzip, size_t max_len, size_t headroom,
+                       uint8_t **out, size_t *out_len)
 {
     uint8_t *z = NULL;
     size_t zlen = 0;
@@ -121,43 +130,47 @@ int rpc_frame_bytes(const uint8_t *data, size_t len, bool gzip, size_t max_len, 
         data = z;
         len = zlen;
     }
-    uint8_t *buf = mem_alloc(RPC_FRAME_HEADER + len);
-    buf[0] = gzip ? 1 : 0;
-    buf[1] = (uint8_t)(len >> 24);
-    buf[2] = (uint8_t)(len >> 16);
-    buf[3] = (uint8_t)(len >> 8);
-    buf[4] = (uint8_t)len;
+    uint8_t *buf = mem_alloc(headroom + RPC_FRAME_HEADER + len);
+    frame_header(buf + headroom, gzip, len);
     if (len)
-        memcpy(buf + RPC_FRAME_HEADER, data, len);
+        memcpy(buf + headroom + RPC_FRAME_HEADER, data, len);
     free(z);
     *out = buf;
     *out_len = RPC_FRAME_HEADER + len;
     return 0;
 }
 
-int rpc_frame_message(const ProtobufCMessage *msg, bool gzip, size_t max_len, uint8_t **out,
-                      size_t *out_len)
+int rpc_frame_bytes(const uint8_t *data, size_t len, bool gzip, size_t max_len, uint8_t **out,
+                    size_t *out_len)
+{
+    return rpc_frame_bytes_at(data, len, gzip, max_len, 0, out, out_len);
+}
+
+int rpc_frame_message_at(const ProtobufCMessage *msg, bool gzip, size_t max_len, size_t headroom,
+                         uint8_t **out, size_t *out_len)
 {
     size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > max_len || len > UINT32_MAX)
         return RPC_ERR_TOO_LARGE;
     if (!gzip) {
-        uint8_t *buf = mem_alloc(RPC_FRAME_HEADER + len);
-        protobuf_c_message_pack(msg, buf + RPC_FRAME_HEADER);
-        buf[0] = 0;
-        buf[1] = (uint8_t)(len >> 24);
-        buf[2] = (uint8_t)(len >> 16);
-        buf[3] = (uint8_t)(len >> 8);
-        buf[4] = (uint8_t)len;
+        uint8_t *buf = mem_alloc(headroom + RPC_FRAME_HEADER + len);
+        protobuf_c_message_pack(msg, buf + headroom + RPC_FRAME_HEADER);
+        frame_header(buf + headroom, false, len);
         *out = buf;
         *out_len = RPC_FRAME_HEADER + len;
         return 0;
     }
     uint8_t *tmp = mem_alloc(len);
     protobuf_c_message_pack(msg, tmp);
-    int rv = rpc_frame_bytes(tmp, len, true, max_len, out, out_len);
+    int rv = rpc_frame_bytes_at(tmp, len, true, max_len, headroom, out, out_len);
     free(tmp);
     return rv;
+}
+
+int rpc_frame_message(const ProtobufCMessage *msg, bool gzip, size_t max_len, uint8_t **out,
+                      size_t *out_len)
+{
+    return rpc_frame_message_at(msg, gzip, max_len, 0, out, out_len);
 }
 
 int rpc_decode_message(const ProtobufCMessageDescriptor *desc, bool compressed, const uint8_t *data,

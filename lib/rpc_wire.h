@@ -58,6 +58,14 @@ int rpc_frame_message(const ProtobufCMessage *msg, bool gzip, size_t max_len, ui
 int rpc_frame_bytes(const uint8_t *data, size_t len, bool gzip, size_t max_len, uint8_t **out,
                     size_t *out_len);
 
+/* The two above with |headroom| bytes reserved (uninitialized) before the frame: the frame
+ * starts at *out + headroom and is *out_len bytes long. Lets a caller that keeps frames in its
+ * own structures (a queue chunk with the bytes at its end) serialize once, with no copy. */
+int rpc_frame_message_at(const ProtobufCMessage *msg, bool gzip, size_t max_len, size_t headroom,
+                         uint8_t **out, size_t *out_len);
+int rpc_frame_bytes_at(const uint8_t *data, size_t len, bool gzip, size_t max_len, size_t headroom,
+                       uint8_t **out, size_t *out_len);
+
 /* Decodes one deframed message: gunzips when |compressed| (RPC_ERR_TOO_LARGE past |max_len|,
  * RPC_ERR_PROTO for bad gzip) and unpacks it with |desc| (RPC_ERR_PROTO when unparsable).
  * *out is freed with protobuf_c_message_free_unpacked(*out, NULL). */

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
 #include "rpc_wire.h"
 
@@ -122,6 +123,41 @@ static void test_gzip_roundtrip_and_bomb(void **state)
     free(in);
 }
 
+/* rpc_frame_message_at: the same frame as rpc_frame_message, after |headroom| bytes the caller
+ * owns (rpc_conn.c puts its queue chunk's header there), plain and gzip, and the size limit. */
+static void test_frame_message_at_headroom(void **state)
+{
+    (void)state;
+    char service[3000];
+    memset(service, 'a', sizeof(service) - 1);
+    service[sizeof(service) - 1] = '\0';
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = service;
+    const ProtobufCMessage *m = &req.base;
+    for (int gz = 0; gz <= 1; gz++) {
+        uint8_t *plain, *at;
+        size_t plen, alen;
+        assert_int_equal(rpc_frame_message(m, gz, 1 << 20, &plain, &plen), 0);
+        assert_int_equal(rpc_frame_message_at(m, gz, 1 << 20, 24, &at, &alen), 0);
+        assert_int_equal(alen, plen);
+        assert_memory_equal(at + 24, plain, plen);
+        assert_int_equal(plain[0], gz);
+        size_t body =
+            (size_t)plain[1] << 24 | (size_t)plain[2] << 16 | (size_t)plain[3] << 8 | plain[4];
+        assert_int_equal(body + RPC_FRAME_HEADER, plen);
+        if (gz)
+            assert_true(plen < 200); /* 3,000 repeated bytes compress */
+        else
+            assert_int_equal(body, protobuf_c_message_get_packed_size(m));
+        memset(at, 0x5a, 24); /* the headroom is the caller's to write */
+        free(plain);
+        free(at);
+        uint8_t *none = NULL;
+        assert_int_equal(rpc_frame_message_at(m, gz, 100, 24, &none, &alen), RPC_ERR_TOO_LARGE);
+        assert_null(none);
+    }
+}
+
 static void test_timeout(void **state)
 {
     (void)state;
@@ -230,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_deframer_limit_before_alloc),
         cmocka_unit_test(test_deframer_grows_with_data),
         cmocka_unit_test(test_gzip_roundtrip_and_bomb),
+        cmocka_unit_test(test_frame_message_at_headroom),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_timeout_format_at_most_8_digits),
         cmocka_unit_test(test_percent),
