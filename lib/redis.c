@@ -953,6 +953,12 @@ size_t redis_client_inflight(const redis_client *c)
     return c->inflight;
 }
 
+void redis_client_flush(redis_client *c)
+{
+    if (c->rc.state == RC_CONNECTED && c->rc.ac != NULL)
+        redisAsyncHandleWrite(c->rc.ac);
+}
+
 /* --- pub/sub ------------------------------------------------------------------------------- */
 
 typedef struct sub_entry {

@@ -125,6 +125,13 @@ bool redis_client_connected(const redis_client *c);
 /* Commands sent and not yet answered. */
 size_t redis_client_inflight(const redis_client *c);
 
+/* Writes the commands queued so far to the socket now (non-blocking; what the socket does not
+ * take is written when it becomes writable, as usual) instead of on the loop's next write
+ * event. For a caller that must have a command in Redis's socket before it tells a client
+ * anything (the command then reaches Redis before any command the client's reaction causes
+ * on another connection). No effect while not connected. Not from a Redis reply callback. */
+void redis_client_flush(redis_client *c);
+
 /* --- Lua scripts ------------------------------------------------------------------------- */
 
 /* An immutable Lua script with its SHA-1; shareable between clients and threads. */

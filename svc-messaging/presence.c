@@ -157,20 +157,52 @@ static void heartbeat(msg_presence *p, presence_dev *d)
                   store_strerror(rv));
 }
 
+static void on_heartbeats(int err, const store_hb_result *r, size_t n, void *ud)
+{
+    (void)ud;
+    if (err != 0) {
+        log_debug("presence: %zu refreshes failed: %s", n, store_strerror(err));
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (r[i].err != 0)
+            log_debug("presence: a refresh failed: %s", store_strerror(r[i].err));
+}
+
+/* Sends the refreshes gathered in |hb| as one script call (one Redis round trip for up to
+ * STORE_HEARTBEATS_MAX devices instead of one each); the callback needs none of them. */
+static void refresh_batch(msg_presence *p, const store_hb *hb, size_t n)
+{
+    if (n == 0)
+        return;
+    int rv = store_heartbeats(p->st, p->w->redis, hb, n, on_heartbeats, NULL);
+    if (rv != 0)
+        log_debug("presence: %zu refreshes not sent: %s", n, store_strerror(rv));
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     msg_presence *p = arg;
     int64_t now = rpc_now_ms();
-    /* Re-appended devices are due an interval later, so the loop ends at the first of them. */
+    store_hb hb[STORE_HEARTBEATS_MAX];
+    size_t n = 0;
+    /* Re-appended devices are due an interval later, so the loop ends at the first of them.
+     * The batch's strings point into the devices, which stay alive until refresh_batch()
+     * returns (store_heartbeats copies its arguments into the command). */
     while (p->head != NULL && p->head->due_ms <= now) {
         presence_dev *d = p->head;
         fifo_remove(p, d);
-        heartbeat(p, d);
+        hb[n++] = (store_hb){.user = d->user, .device = d->device, .ttl_ms = p->ttl_ms};
         d->due_ms = now + p->interval_ms;
         fifo_append(p, d);
+        if (n == STORE_HEARTBEATS_MAX) {
+            refresh_batch(p, hb, n);
+            n = 0;
+        }
     }
+    refresh_batch(p, hb, n);
 }
 
 /* --- shutdown ------------------------------------------------------------------------------ */

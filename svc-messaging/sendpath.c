@@ -211,11 +211,12 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         op_fail(op, "the log did not confirm the write: ", d->errstr);
         return;
     }
-    /* Mark the key acked, then answer without waiting for Redis: the mark is queued on this
-     * worker's connection ahead of any later dedupe from it, so a resend after the answer
-     * finds "acked" and is a DUPLICATE. A resend through another instance that wins the race
-     * (or a lost mark) finds "pending" and produces the same message_id again, which every
-     * consumer deduplicates: never a second message. */
+    /* Mark the key acked, then answer without waiting for Redis's reply: the mark is written
+     * to Redis's socket before the answer is queued, so whatever the client does after the
+     * answer (a resend through this or another instance) reaches Redis after the mark and is
+     * a DUPLICATE. Only a mark that fails (or an EVALSHA retried as EVAL after a Redis
+     * restart) lets a resend find "pending"; it then produces the same message_id again,
+     * which every consumer deduplicates: never a second message. */
     if (!op->w->stopping) {
         char id[24];
         snprintf(id, sizeof(id), "%" PRIu64, op->message_id);
@@ -223,6 +224,8 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         if (redis_client_eval(op->w->redis, op->w->svc->acked_script, 1, 2, argv, NULL, on_marked,
                               NULL) != 0)
             metrics_counter_inc(stats.dedupe_mark_errors);
+        else
+            redis_client_flush(op->w->redis);
     }
     op_done(op, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
 }

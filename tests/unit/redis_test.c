@@ -167,6 +167,42 @@ static void test_set_get_binary(void **state)
     assert_int_equal(ev.down, 0); /* freeing does not report a disconnect */
 }
 
+/* redis_client_flush: a queued command reaches Redis without the loop running, so a command
+ * another connection sends afterwards sees its effect (svc-messaging writes a dedupe mark that
+ * way before answering a send). Without the flush the SET waits in hiredis's buffer. */
+static void test_flush_writes_before_the_loop_runs(void **state)
+{
+    (void)state;
+    redis_client *c = new_client(url, NULL, 0);
+    got g = {0};
+    assert_int_equal(redis_client_commandf(c, collect, &g, "DEL %s", "t:flush"), 0);
+    assert_true(ts_wait_for(base, &g.n, 1, 5000));
+    assert_true(redis_client_connected(c));
+    redisContext *other = redisConnect("127.0.0.1", srv.port);
+    assert_non_null(other);
+    assert_int_equal(other->err, 0);
+    for (int round = 0; round < 2; round++) {
+        char val[8];
+        snprintf(val, sizeof(val), "v%d", round);
+        assert_int_equal(redis_client_commandf(c, collect, &g, "SET %s %s", "t:flush", val), 0);
+        if (round == 1)
+            redis_client_flush(c);
+        redisReply *r = redisCommand(other, "GET t:flush");
+        assert_non_null(r);
+        if (round == 0) {
+            assert_int_equal(r->type, REDIS_REPLY_NIL); /* still in our buffer */
+        } else {
+            assert_int_equal(r->type, REDIS_REPLY_STRING);
+            assert_string_equal(r->str, "v1");
+        }
+        freeReplyObject(r);
+        assert_true(ts_wait_for(base, &g.n, 2 + round, 5000));
+        assert_int_equal(g.status[1 + round], 0);
+    }
+    redisFree(other);
+    redis_client_free(c);
+}
+
 static void test_host_name_resolved(void **state)
 {
     (void)state;
@@ -658,6 +694,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_get_binary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_writes_before_the_loop_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_name_resolved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_fails_fast, setup, teardown),
