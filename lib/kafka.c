@@ -136,6 +136,8 @@ struct kafka_producer {
     void (*flush_done)(kafka_producer *, size_t, void *); /* flush callback */
     void *flush_ud;                                       /* its user_data */
     int64_t flush_deadline;                               /* mono ms */
+    kafka_reports_done_cb reports_done; /* after a turn that served reports, or NULL */
+    void *reports_ud;                   /* its user_data */
 };
 
 typedef struct kmsg {
@@ -221,14 +223,29 @@ static bool p_leave(kafka_producer *p)
     return false;
 }
 
+/* Serves the queued delivery reports (and errors), then the reports_done hook. */
+static void producer_serve(kafka_producer *p)
+{
+    if (p->closing)
+        return;
+    int served = rd_kafka_poll(p->rk, 0);
+    if (served > 0 && !p->closing && p->reports_done != NULL)
+        p->reports_done(p, p->reports_ud);
+}
+
+void kafka_producer_set_reports_done(kafka_producer *p, kafka_reports_done_cb cb, void *user_data)
+{
+    p->reports_done = cb;
+    p->reports_ud = user_data;
+}
+
 static void on_producer_wake(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     kafka_producer *p = arg;
     drain_pipe(fd);
     p_enter(p);
-    if (!p->closing)
-        rd_kafka_poll(p->rk, 0);
+    producer_serve(p);
     p_leave(p);
 }
 
@@ -238,8 +255,7 @@ static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     kafka_producer *p = arg;
     p_enter(p);
-    if (!p->closing)
-        rd_kafka_poll(p->rk, 0);
+    producer_serve(p);
     if (!p->closing && p->flush_done != NULL &&
         (p->inflight == 0 || clock_mono_ms() >= p->flush_deadline)) {
         void (*done)(kafka_producer *, size_t, void *) = p->flush_done;

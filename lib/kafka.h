@@ -116,6 +116,12 @@ typedef void (*kafka_delivery_cb)(kafka_producer *p, const kafka_delivery *d, vo
 int kafka_producer_new(kafka_producer **out, struct event_base *base, const kafka_config *cfg,
                        kafka_error_cb on_error, void *user_data);
 
+/* Called on the loop after a turn that served one or more delivery reports, once per turn
+ * (after the last report's callback): a caller that queues follow-up work in its report
+ * callbacks can send it in one go. NULL removes it. */
+typedef void (*kafka_reports_done_cb)(kafka_producer *p, void *user_data);
+void kafka_producer_set_reports_done(kafka_producer *p, kafka_reports_done_cb cb, void *user_data);
+
 /*
  * Sends one record to |topic| (|partition| or KAFKA_PARTITION_ANY) with |key| and |value|
  * (either may be NULL/0) and |n_headers| headers. Everything is copied. Returns 0 when queued

@@ -211,12 +211,14 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
         op_fail(op, "the log did not confirm the write: ", d->errstr);
         return;
     }
-    /* Mark the key acked, then answer without waiting for Redis's reply: the mark is written
-     * to Redis's socket before the answer is queued, so whatever the client does after the
-     * answer (a resend through this or another instance) reaches Redis after the mark and is
-     * a DUPLICATE. Only a mark that fails (or an EVALSHA retried as EVAL after a Redis
-     * restart) lets a resend find "pending"; it then produces the same message_id again,
-     * which every consumer deduplicates: never a second message. */
+    /* Mark the key acked, then answer without waiting for Redis's reply. The answer is only
+     * queued here; the connection writes it from a later event of this loop turn, while the
+     * marks queued by this turn's reports are written to Redis's socket by
+     * sendpath_reports_done() before this turn's report callback returns. So whatever the
+     * client does after the answer (a resend through this or another instance) reaches Redis
+     * after the mark and is a DUPLICATE. Only a mark that fails (or an EVALSHA retried as EVAL
+     * after a Redis restart) lets a resend find "pending"; it then produces the same
+     * message_id again, which every consumer deduplicates: never a second message. */
     if (!op->w->stopping) {
         char id[24];
         snprintf(id, sizeof(id), "%" PRIu64, op->message_id);
@@ -225,9 +227,19 @@ static void on_delivery(kafka_producer *p, const kafka_delivery *d, void *ud)
                               NULL) != 0)
             metrics_counter_inc(stats.dedupe_mark_errors);
         else
-            redis_client_flush(op->w->redis);
+            op->w->marks_unflushed = true;
     }
     op_done(op, CHAT__V1__SEND_STATUS__SEND_STATUS_OK);
+}
+
+void sendpath_reports_done(kafka_producer *p, void *ud)
+{
+    (void)p;
+    msg_worker *w = ud;
+    if (!w->marks_unflushed)
+        return;
+    w->marks_unflushed = false;
+    redis_client_flush(w->redis); /* one write for all of the turn's marks */
 }
 
 static void op_produce(send_op *op)

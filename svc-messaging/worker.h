@@ -86,6 +86,7 @@ struct msg_worker {
     uint32_t pending_sends;        /* sendpath operations in flight */
     uint64_t next_sid;             /* session ids */
     bool stopping;                 /* worker_stop running: fail new work */
+    bool marks_unflushed;          /* dedupe marks queued in this turn's delivery reports */
     const struct timeval *tick_tv; /* common timeout for session ticks */
     /* inbox, shared with the delivery thread */
     pthread_mutex_t inbox_lock;

@@ -239,6 +239,60 @@ static void test_produce_retriable_errors_no_duplicates(void **state)
     kafka_producer_free(p);
 }
 
+/* reports_done: after a loop turn's reports, once per turn, never before a report it follows. */
+typedef struct turns {
+    reports *r;
+    int calls;        /* hook calls */
+    int seen_at_last; /* reports served when the hook last ran */
+    int not_advanced; /* hook calls with no new report since the previous one */
+    int off_loop;     /* hook calls off the loop thread */
+} turns;
+
+static void on_reports_done(kafka_producer *p, void *ud)
+{
+    (void)p;
+    turns *t = ud;
+    if (!pthread_equal(pthread_self(), main_thread))
+        t->off_loop++;
+    if (t->r->n == t->seen_at_last)
+        t->not_advanced++;
+    t->seen_at_last = t->r->n;
+    t->calls++;
+}
+
+static void test_reports_done_after_each_turn(void **state)
+{
+    (void)state;
+    kafka_producer *p = mock_producer();
+    reports r = {0};
+    turns t = {.r = &r};
+    kafka_producer_set_reports_done(p, on_reports_done, &t);
+    for (int round = 0; round < 3; round++) {
+        int before = r.n;
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(kafka_producer_send(p, "t.other", KAFKA_PARTITION_ANY, "k", 1, "v", 1,
+                                                 NULL, 0, on_delivery, &r),
+                             0);
+        assert_true(ts_wait_for(base, &r.n, before + 4, 20000));
+        ts_run_for(base, 50);
+        /* the hook ran after the round's last report, and at most once per report */
+        assert_int_equal(t.seen_at_last, r.n);
+        assert_true(t.calls >= round + 1);
+        assert_true(t.calls <= r.n);
+    }
+    assert_int_equal(t.not_advanced, 0);
+    assert_int_equal(t.off_loop, 0);
+    kafka_producer_set_reports_done(p, NULL, NULL);
+    int calls = t.calls;
+    assert_int_equal(kafka_producer_send(p, "t.other", KAFKA_PARTITION_ANY, "k", 1, "v", 1, NULL, 0,
+                                         on_delivery, &r),
+                     0);
+    assert_true(ts_wait_for(base, &r.n, 13, 20000));
+    ts_run_for(base, 50);
+    assert_int_equal(t.calls, calls); /* removed */
+    kafka_producer_free(p);
+}
+
 static void test_produce_permanent_error_reported(void **state)
 {
     (void)state;
@@ -455,6 +509,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivery_timeout_on_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown(test_produce_retriable_errors_no_duplicates, mock_setup,
+                                        mock_teardown),
+        cmocka_unit_test_setup_teardown(test_reports_done_after_each_turn, mock_setup,
                                         mock_teardown),
         cmocka_unit_test_setup_teardown(test_produce_permanent_error_reported, mock_setup,
                                         mock_teardown),
