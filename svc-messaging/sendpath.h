@@ -53,11 +53,11 @@ int sendpath_validate(const char *cmid, uint64_t chat_id, const char *body, send
 void sendpath_submit(msg_worker *w, const char *sender, const char *cmid, uint64_t chat_id,
                      const char *body, sendpath_cb cb, void *user_data);
 
-/* The Lua scripts (created once per process). */
 /* The worker producer's reports_done hook (kafka_producer_set_reports_done, |ud| the
  * msg_worker): writes the turn's dedupe marks to Redis before any answer leaves. */
 void sendpath_reports_done(kafka_producer *p, void *ud);
 
+/* The Lua scripts (created once per process). */
 int sendpath_scripts_new(msg_service *svc);
 void sendpath_scripts_free(msg_service *svc);
 

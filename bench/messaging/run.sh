@@ -42,16 +42,15 @@ fi
 gclog=$dir/kafka/broker-1/gc.log
 gc_mark() { gc_from=$(($(wc -l <"$gclog" 2>/dev/null || echo 0) + 1)); }
 # CPU seconds of each process and the machine's steal share while measuring.
-cpu_mark() {
-    c0=("$(cpu_s "$(cat "$dir/pids/kafka-1.pid")")" "$(cpu_s "$pid")" \
-        "$(cpu_s "$(cat "$dir/pids/redis.pid")")") t0=$(cpu_ticks)
-}
+kpid=$(cat "$dir/pids/kafka-1.pid") rpid=$(cat "$dir/pids/redis.pid")
+cpu_all() { echo "$(cpu_s "$kpid") $(cpu_s "$pid") $(cpu_s "$rpid")"; }
+cpu_mark() { read -r -a c0 <<<"$(cpu_all)" && t0=$(cpu_ticks); }
 cpu_summary() {
-    local t1 k m r
+    local t1 c1
     t1=$(cpu_ticks)
-    k=$(cpu_s "$(cat "$dir/pids/kafka-1.pid")") m=$(cpu_s "$pid") r=$(cpu_s "$(cat "$dir/pids/redis.pid")")
-    echo "cpu s while measuring: broker $(echo "$k - ${c0[0]}" | bc), svc-messaging" \
-        "$(echo "$m - ${c0[1]}" | bc), redis $(echo "$r - ${c0[2]}" | bc);" \
+    read -r -a c1 <<<"$(cpu_all)"
+    echo "cpu s while measuring: broker $(echo "${c1[0]} - ${c0[0]}" | bc), svc-messaging" \
+        "$(echo "${c1[1]} - ${c0[1]}" | bc), redis $(echo "${c1[2]} - ${c0[2]}" | bc);" \
         "machine $(machine_share "$t0" "$t1" | sed 's/.*steal/steal/')"
 }
 gc_summary() {

@@ -18,7 +18,6 @@
 #include <cmocka.h>
 
 #include "clock.h"
-#include "lib_servers.h"
 
 #include "../../svc-presence/hbqueue.c"
 #include "../../svc-presence/keys.c"
@@ -26,11 +25,7 @@
 #include "../../svc-presence/store.c"
 #include "../../svc-presence/validate.c"
 
-static ts_redis srv;
-static char url[128];
-static struct event_base *base;
-static redis_client *rc;
-static store *st;
+#include "presence_fixture.h"
 
 /* --- results ------------------------------------------------------------------------------- */
 
@@ -218,35 +213,19 @@ static void on_notify(int err, const char *before, const char *after, bool chang
 static int group_setup(void **state)
 {
     (void)state;
-    if (!ts_redis_start(&srv)) {
-        fprintf(stderr, "redis-server not available\n");
+    if (presence_fixture_start() != 0)
         return -1;
-    }
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv.port);
-    base = event_base_new();
-    redis_config cfg;
-    redis_config_init(&cfg);
-    cfg.url = url;
-    if (redis_client_new(&rc, base, &cfg) != 0)
-        return -1;
-    for (int i = 0; i < 200 && !redis_client_connected(rc); i++)
-        ts_run_for(base, 10);
-    store_new(&st, NULL);
     int ok = 0;
     store_ensure_notify(rc, on_notify, &ok);
     for (int i = 0; i < 200 && ok == 0; i++)
         ts_run_for(base, 10);
-    return redis_client_connected(rc) && ok == 1 ? 0 : -1;
+    return ok == 1 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    store_free(st);
-    redis_client_free(rc);
-    event_base_free(base);
-    ts_redis_cleanup(&srv);
-    return 0;
+    return presence_fixture_stop();
 }
 
 /* --- store_heartbeats ---------------------------------------------------------------------- */

@@ -16,18 +16,13 @@
 #include <cmocka.h>
 
 #include "clock.h"
-#include "lib_servers.h"
 
 #include "../../svc-presence/keys.c"
 #include "../../svc-presence/state.c"
 #include "../../svc-presence/store.c"
 #include "../../svc-presence/validate.c"
 
-static ts_redis srv;
-static char url[128];
-static struct event_base *base;
-static redis_client *rc;
-static store *st;
+#include "presence_fixture.h"
 
 /* --- collecting results ---------------------------------------------------------------------- */
 
@@ -179,31 +174,13 @@ static const char *record(const char *user)
 static int group_setup(void **state)
 {
     (void)state;
-    if (!ts_redis_start(&srv)) {
-        fprintf(stderr, "redis-server not available\n");
-        return -1;
-    }
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv.port);
-    base = event_base_new();
-    redis_config cfg;
-    redis_config_init(&cfg);
-    cfg.url = url;
-    if (redis_client_new(&rc, base, &cfg) != 0)
-        return -1;
-    for (int i = 0; i < 200 && !redis_client_connected(rc); i++)
-        ts_run_for(base, 10);
-    store_new(&st, NULL);
-    return redis_client_connected(rc) ? 0 : -1;
+    return presence_fixture_start();
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    store_free(st);
-    redis_client_free(rc);
-    event_base_free(base);
-    ts_redis_cleanup(&srv);
-    return 0;
+    return presence_fixture_stop();
 }
 
 /* --- tests --------------------------------------------------------------------------------- */
